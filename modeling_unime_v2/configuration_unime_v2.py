@@ -1,0 +1,98 @@
+"""Configuration of the UniME-V2 embedder (Hub remote code: imports only transformers)."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+
+SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
+PROMPT_FORMATS = ("official", "chat")
+IMAGE_MARKER = "<|image_1|>"
+
+
+class UniMEV2Config(PretrainedConfig):
+    r"""Configuration of :class:`UniMEV2Model`: a vision-language backbone whose last-token hidden state is the embedding.
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`): the config of the wrapped VLM (Qwen2-VL, Qwen2.5-VL or
+            LLaVA-OneVision), nested as a sub-config so the checkpoint is self-contained.
+        pooling (`str`): only ``"last"`` (the last non-padding token), as in the paper.
+        normalize (`bool`): L2-normalise the embedding, so that a dot product is the cosine.
+        tau (`float`): the temperature of the training objective (named ``tau``, since ``temperature`` is a
+            generation parameter that ``save_pretrained`` refuses on a model config).
+        prompt_format (`str`): ``"official"`` feeds what the released checkpoints were trained on (Qwen-VL: raw text
+            with ``<|image_1|>`` replaced by ``<|image_pad|>``, no chat template, 1-D positions; LLaVA-OneVision: the
+            chat template with a generation prompt); ``"chat"`` uses the chat template with vision delimiters.
+        image_resize (`int`, *optional*): resize every image to ``image_resize``² first (the authors' "mid" is 672,
+            "high" 1344, "mid_336" 336); ``None`` keeps the image size and only applies the pixel budget.
+        min_pixels, max_pixels (`int`, *optional*): the Qwen-VL processor's pixel budget per image.
+        padding_side (`str`): ``"left"`` (authors) or ``"right"``; pooling is correct for both.
+        max_length (`int`, *optional*): truncate longer inputs (tokens); ``None`` never truncates.
+        query_instruction, candidate_instruction (`str`): defaults prepended by :meth:`UniMEV2Model.encode` callers
+            that pass bare texts (MMEB items carry their instruction inside the text).
+    """
+
+    model_type = "unime_v2"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: dict | PretrainedConfig | None = None,
+        pooling: str = "last",
+        normalize: bool = True,
+        tau: float = 0.02,
+        prompt_format: str = "official",
+        image_resize: int | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        padding_side: str = "left",
+        max_length: int | None = None,
+        query_instruction: str = "",
+        candidate_instruction: str = "",
+        **kwargs,
+    ):
+        if isinstance(backbone_config, dict):
+            model_type = backbone_config.get("model_type")
+            if model_type not in SUPPORTED_BACKBONES:
+                raise ValueError(
+                    f"unsupported backbone model_type {model_type!r}; UniME-V2 supports {SUPPORTED_BACKBONES}"
+                )
+            backbone_config = AutoConfig.for_model(**backbone_config)
+        elif backbone_config is not None and backbone_config.model_type not in SUPPORTED_BACKBONES:
+            raise ValueError(
+                f"unsupported backbone model_type {backbone_config.model_type!r}; "
+                f"UniME-V2 supports {SUPPORTED_BACKBONES}"
+            )
+        if pooling != "last":
+            raise ValueError(f"pooling={pooling!r} is not supported; UniME-V2 pools the last token ('last')")
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format={prompt_format!r}; choose one of {PROMPT_FORMATS}")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}; choose 'left' or 'right'")
+        self.backbone_config = backbone_config
+        self.pooling = pooling
+        self.normalize = normalize
+        self.tau = tau
+        self.prompt_format = prompt_format
+        self.image_resize = image_resize
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.padding_side = padding_side
+        self.max_length = max_length
+        self.query_instruction = query_instruction
+        self.candidate_instruction = candidate_instruction
+        super().__init__(**kwargs)
+
+    @property
+    def backbone_type(self) -> str:
+        """The wrapped backbone's ``model_type`` (``qwen2_vl``, ``qwen2_5_vl`` or ``llava_onevision``)."""
+        return self.backbone_config.model_type
+
+    @property
+    def hidden_size(self) -> int:
+        """The embedding dimension: the backbone language model's hidden size."""
+        return self.backbone_config.get_text_config().hidden_size
+
+    @property
+    def uses_mrope(self) -> bool:
+        """Qwen-VL backbones use multimodal RoPE, whose positions the official format replaces by 1-D positions."""
+        return self.backbone_type in ("qwen2_vl", "qwen2_5_vl")

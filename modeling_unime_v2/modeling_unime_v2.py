@@ -1,0 +1,252 @@
+"""The UniME-V2 embedder: a vision-language backbone whose last-token hidden state is the embedding.
+
+Hub remote code: this file imports only torch, transformers and its siblings, so ``save_pretrained`` can copy it
+next to the weights and ``AutoModel.from_pretrained(path, trust_remote_code=True)`` can run it anywhere.
+
+The backbone is the upstream transformers *base* model (``Qwen2VLModel``, ``Qwen2_5_VLModel``,
+``LlavaOnevisionModel``): the LM head is never built, so no logits over the vocabulary are computed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+from .configuration_unime_v2 import SUPPORTED_BACKBONES, UniMEV2Config
+from .processing_unime_v2 import UniMEV2Processor
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class UniMEV2Output(ModelOutput):
+    """Output of :class:`UniMEV2Model`.
+
+    Args:
+        embeddings (`torch.FloatTensor` of shape `(batch_size, hidden_size)`): the last non-padding token's final
+            hidden state, in fp32, L2-normalised when ``config.normalize``.
+        last_hidden_state (`torch.FloatTensor`, *optional*): the backbone's final hidden states, only when
+            ``output_hidden_states=True`` is passed.
+    """
+
+    embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+def last_token_indices(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended token of each row; right for left and right padding alike."""
+    length = attention_mask.shape[-1]
+    return length - 1 - attention_mask.flip(-1).int().argmax(-1)
+
+
+def official_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The authors' Qwen-VL positions: plain 1-D ``0..n-1`` over the attended tokens of each row.
+
+    Their code locates images through ``<|vision_start|>``, which the official format never contains, so every
+    token (image tokens too) gets a sequential position on all three M-RoPE axes. Padding gets 0.
+    """
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings."""
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+class UniMEV2PreTrainedModel(PreTrainedModel):
+    config_class = UniMEV2Config
+    base_model_prefix = "backbone"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _no_split_modules = [
+        "Qwen2VLDecoderLayer",
+        "Qwen2_5_VLDecoderLayer",
+        "Qwen2DecoderLayer",
+        "Qwen2VLVisionBlock",
+        "Qwen2_5_VLVisionBlock",
+        "SiglipEncoderLayer",
+    ]
+
+
+class UniMEV2Model(UniMEV2PreTrainedModel):
+    """UniME-V2 universal multimodal embedder.
+
+    Use :meth:`encode` for lists of items, :meth:`forward` for processed batches (training), and
+    :meth:`from_backbone` to wrap a plain VLM checkpoint (e.g. the authors' released merged checkpoints).
+    """
+
+    def __init__(self, config: UniMEV2Config):
+        super().__init__(config)
+        if config.backbone_config is None:
+            raise ValueError("UniMEV2Config.backbone_config is required to build a UniMEV2Model")
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        self.processor: UniMEV2Processor | None = None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- loading/saving
+    @classmethod
+    def from_backbone(
+        cls, name_or_path: str, processor_name_or_path: str | None = None, **kwargs: Any
+    ) -> "UniMEV2Model":
+        """Wrap a plain pretrained VLM checkpoint (``*ForConditionalGeneration``) as a UniME-V2 embedder.
+
+        The checkpoint is loaded with its upstream class (so transformers converts older key layouts), its LM head
+        is dropped, and its processor is attached. Keyword arguments that name :class:`UniMEV2Config` fields
+        (``prompt_format``, ``image_resize``, ``min_pixels``, …) configure the embedder; the rest
+        (``dtype``, ``attn_implementation``, ``revision``, …) go to ``from_pretrained``.
+        """
+        field_names = set(inspect.signature(UniMEV2Config.__init__).parameters) - {"self", "kwargs"}
+        embedder_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in field_names}
+        backbone_config = AutoConfig.from_pretrained(name_or_path, **_hub_kwargs(kwargs))
+        if backbone_config.model_type not in SUPPORTED_BACKBONES:
+            raise ValueError(
+                f"{name_or_path}: unsupported backbone model_type {backbone_config.model_type!r}; "
+                f"UniME-V2 supports {SUPPORTED_BACKBONES}"
+            )
+        vlm = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        config = UniMEV2Config(backbone_config=vlm.config, **embedder_kwargs)
+        with torch.device("meta"):
+            model = cls(config)
+        model.backbone = vlm.model
+        model.config._attn_implementation_internal = vlm.config._attn_implementation
+        model.processor = UniMEV2Processor.from_pretrained(
+            processor_name_or_path or name_or_path, config, **_hub_kwargs(kwargs)
+        )
+        return model.to(vlm.dtype).eval()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *args: Any, **kwargs: Any) -> "UniMEV2Model":
+        """Load a saved UniME-V2 embedder and, when the checkpoint has one, its processor."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            model.processor = UniMEV2Processor.from_pretrained(
+                pretrained_model_name_or_path, model.config, **_hub_kwargs(kwargs)
+            )
+        except (OSError, ValueError) as error:
+            logger.warning(f"No processor found with {pretrained_model_name_or_path}: {error}; attach one to encode().")
+        return model
+
+    def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
+        """Save weights, config, the remote code and the processor, so ``AutoModel`` can load them anywhere."""
+        self.register_for_auto_class("AutoModel")
+        self.config.register_for_auto_class()
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.processor is not None and kwargs.get("is_main_process", True):
+            self.processor.save_pretrained(save_directory)
+
+    # ----------------------------------------------------------------------------------------- model
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: torch.nn.Module) -> None:
+        self.backbone.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        batch_num_images: torch.LongTensor | None = None,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> UniMEV2Output:
+        r"""Embed a processed batch.
+
+        Args:
+            input_ids, attention_mask: from :class:`UniMEV2Processor` (left or right padded).
+            position_ids: optional override; by default the ``official`` format on a Qwen-VL backbone gets the
+                authors' 1-D positions (:func:`official_position_ids`), ``chat`` gets the backbone's own M-RoPE.
+            pixel_values, image_grid_thw, mm_token_type_ids: Qwen-VL image inputs (``mm_token_type_ids`` is what
+                transformers uses to find image tokens for M-RoPE).
+            image_sizes, batch_num_images: LLaVA-OneVision image inputs.
+        """
+        backbone_inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.config.uses_mrope:
+            if position_ids is None and self.config.prompt_format == "official":
+                position_ids = official_position_ids(attention_mask)
+            backbone_inputs.update(
+                pixel_values=pixel_values, image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids
+            )
+        else:
+            backbone_inputs.update(pixel_values=pixel_values, image_sizes=image_sizes)
+            if batch_num_images is not None:
+                backbone_inputs["batch_num_images"] = batch_num_images
+        if position_ids is not None:
+            backbone_inputs["position_ids"] = position_ids
+        if self.config.uses_mrope and hasattr(self.backbone, "rope_deltas"):
+            self.backbone.rope_deltas = None  # never reuse positions cached by an earlier call
+        hidden = self.backbone(**backbone_inputs, use_cache=False).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pooled = hidden[rows, last_token_indices(attention_mask).to(hidden.device)].float()
+        if self.config.normalize:
+            pooled = F.normalize(pooled, dim=-1)
+        return UniMEV2Output(embeddings=pooled, last_hidden_state=hidden if output_hidden_states else None)
+
+    # ----------------------------------------------------------------------------------------- user API
+    @torch.no_grad()
+    def encode(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        batch_size: int = 16,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """Embed items (``{"text": str | None, "image": PIL | path | None}``) → float tensor ``(n, d)`` on CPU.
+
+        Errors name the offending item by its index in ``items``.
+        """
+        if self.processor is None:
+            raise ValueError("this model has no processor attached; load it with from_pretrained/from_backbone")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        was_training = self.training
+        self.eval()
+        chunks = []
+        starts = range(0, len(items), batch_size)
+        for start in logging.tqdm(starts, desc="encode", unit="batch", disable=not show_progress_bar):
+            batch_items = items[start : start + batch_size]
+            try:
+                batch = self.processor(batch_items)
+            except (ValueError, FileNotFoundError, TypeError) as error:
+                raise type(error)(_shift_item_index(str(error), start)) from error
+            batch = batch.to(self.device)
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+            chunks.append(self(**batch).embeddings.cpu())
+        self.train(was_training)
+        if not chunks:
+            return torch.empty(0, self.config.hidden_size)
+        return torch.cat(chunks)
+
+    def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix between query and candidate embeddings."""
+        return cosine_similarity(queries, candidates)
+
+
+def _shift_item_index(message: str, offset: int) -> str:
+    """Rewrite ``item i`` in a batch-level error to the item's index in the caller's list."""
+    if offset and message.startswith("item "):
+        head, _, rest = message.partition(":")
+        try:
+            return f"item {int(head.split()[1]) + offset}:{rest}"
+        except (IndexError, ValueError):
+            return message
+    return message
+
+
+def _hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
+    return {key: kwargs[key] for key in keys if key in kwargs}

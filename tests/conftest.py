@@ -1,0 +1,22 @@
+"""Session-wide fixtures: tiny offline backbones are built once and shared by every test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``{kind: folder}`` for the tiny Qwen2-VL, Qwen2.5-VL and LLaVA-OneVision checkpoints (saved like Hub ones)."""
+    root = tmp_path_factory.mktemp("tiny_backbones")
+    return {kind: build_tiny_backbone(kind, root / kind, seed=0) for kind in BACKBONE_KINDS}
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_dir(tiny_backbone_dirs: dict[str, Path]) -> Path:
+    """The tiny Qwen2-VL checkpoint folder (the backbone most tests use)."""
+    return tiny_backbone_dirs["qwen2_vl"]
