@@ -1,0 +1,52 @@
+"""Model cards for trained UniME-V2 embedders, rendered with ``huggingface_hub.ModelCard``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).with_name("embedder_model_card.md")
+
+
+def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("setting", "value")) -> str:
+    """A two-column markdown table of ``rows`` (floats with 4 significant digits)."""
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    for key, value in rows.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        lines.append(f"| {key} | {shown} |")
+    return "\n".join(lines)
+
+
+def build_embedder_card(
+    config: Any,
+    repo_id: str,
+    training: Mapping[str, Any],
+    metrics: Mapping[str, float] | None = None,
+    datasets: list[str] | None = None,
+) -> ModelCard:
+    """Render the card of a trained embedder from its ``UniMEV2Config``, training settings and metrics."""
+    backbone_name = getattr(config.backbone_config, "_name_or_path", "") or None
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        tags=["unime-v2", "multimodal-embedding", "mmeb", config.backbone_type],
+        base_model=backbone_name if backbone_name and "/" in backbone_name and not backbone_name.startswith("/") else None,
+        datasets=datasets,
+        license="apache-2.0",
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        backbone_type=config.backbone_type,
+        prompt_format=config.prompt_format,
+        normalize=config.normalize,
+        image_resize=config.image_resize or "none (pixel budget only)",
+        tau=config.tau,
+        training_table=markdown_table(training),
+        metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
+    )
