@@ -19,9 +19,10 @@ judges; it must never be used as a training signal.
 
 from __future__ import annotations
 
-import io
 import json
 import math
+import struct
+import zlib
 from itertools import permutations
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -144,16 +145,23 @@ def project(obj: Mapping, attrs: Sequence[str]) -> dict:
     return {a: (list(obj[a]) if a == "cell" else obj[a]) for a in attrs if a in obj}
 
 
+def _fact_tuple(obj: Mapping) -> tuple:
+    cell = obj.get("cell")
+    return (obj.get("shape", ""), obj.get("color", ""), obj.get("size", ""),
+            (cell[0], cell[1]) if cell is not None else (-1, -1))
+
+
 def spec_key(spec: Mapping) -> str:
-    """Canonical content key of a spec or scene: order-free, jitter-free; equal keys mean equal facts."""
-    objs = sorted(json.dumps(project(o, ATTRIBUTES), sort_keys=True) for o in spec.get("objects", []))
-    rels = spec.get("relations") if not any("cell" in o for o in spec.get("objects", [])) else None
-    rel_key = None
-    if rels:
-        objects = spec["objects"]
-        rel_key = sorted(json.dumps([project(objects[i], ATTRIBUTES), r, project(objects[j], ATTRIBUTES)],
-                                    sort_keys=True) for i, r, j in rels)
-    return json.dumps([spec.get("background"), objs, rel_key])
+    """Canonical content key of a spec or scene: order-free, jitter-free; equal keys mean equal facts.
+
+    Listed relations count only for specs without cells (texts); with cells they follow from the objects.
+    """
+    objects = spec.get("objects", [])
+    facts = [_fact_tuple(o) for o in objects]
+    rels: list = []
+    if spec.get("relations") and not any("cell" in o for o in objects):
+        rels = sorted((facts[i], r, facts[j]) for i, r, j in spec["relations"])
+    return repr((spec.get("background"), sorted(facts), rels))
 
 
 def free_cells(scene: Mapping) -> list[tuple[int, int]]:
@@ -281,11 +289,30 @@ def crop_box(cell: Sequence[int], image_size: int) -> tuple[int, int, int, int]:
     return (round(c * cell_px), round(r * cell_px), round((c + 1) * cell_px), round((r + 1) * cell_px))
 
 
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
 def png_bytes(img: Image.Image) -> bytes:
-    """Lossless, deterministic PNG encoding (fast compression level: these images are tiny)."""
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """Lossless, deterministic 8-bit RGB PNG (no row filter, zlib level 6).
+
+    Why not ``Image.save``: Pillow's encoder costs ~0.5 ms per tiny image whatever the compression level; writing
+    the three chunks directly is ~5x faster and smaller on these flat-colour images, and decodes identically.
+    """
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    width, height = rgb.size
+    raw, stride = rgb.tobytes(), width * 3
+    scanlines = b"".join(b"\x00" + raw[y * stride:(y + 1) * stride] for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(scanlines, 6))
+            + _png_chunk(b"IEND", b""))
+
+
+def render_key(scene: Mapping) -> tuple:
+    """Hashable identity of a scene's pixels (background + every object with its jitter)."""
+    return (scene["background"], tuple((o["shape"], o["color"], o["size"], o["cell"][0], o["cell"][1],
+                                        o.get("jitter", (0, 0))[0], o.get("jitter", (0, 0))[1])
+                                       for o in scene["objects"]))
 
 
 class SceneRenderer:
@@ -298,10 +325,10 @@ class SceneRenderer:
     def __init__(self, image_size: int, crop_size: int | None = None) -> None:
         self.image_size = image_size
         self.crop_size = crop_size or image_size // 2
-        self._images: dict[str, Image.Image] = {}
-        self._png: dict[str, bytes] = {}
+        self._images: dict[tuple, Image.Image] = {}
+        self._png: dict[tuple, bytes] = {}
 
-    def _image(self, scene: Mapping, key: str) -> Image.Image:
+    def _image(self, scene: Mapping, key: tuple) -> Image.Image:
         img = self._images.get(key)
         if img is None:
             img = render_scene(scene, self.image_size)
@@ -310,7 +337,7 @@ class SceneRenderer:
 
     def scene_png(self, scene: Mapping) -> bytes:
         """PNG bytes of a full scene."""
-        key = to_json(scene)
+        key = render_key(scene)
         data = self._png.get(key)
         if data is None:
             data = png_bytes(self._image(scene, key))
@@ -319,8 +346,8 @@ class SceneRenderer:
 
     def crop_png(self, scene: Mapping, index: int) -> bytes:
         """PNG bytes of the cell that holds object ``index``, resized to ``crop_size``."""
-        key = to_json(scene)
-        crop_key = f"{key}#{index}"
+        key = render_key(scene)
+        crop_key = (key, index)
         data = self._png.get(crop_key)
         if data is None:
             region = self._image(scene, key).crop(crop_box(scene["objects"][index]["cell"], self.image_size))
@@ -366,7 +393,8 @@ def match_score(target: Mapping, cand: Mapping, penalize_extra: bool = True) -> 
     A score of exactly 1.0 means the candidate meets the query entirely (only the ground truth, by construction).
     """
     t_objs, c_objs = target.get("objects", []), cand.get("objects", [])
-    n_attr = sum(1 for o in t_objs for a in ATTRIBUTES if a in o)
+    t_facts = [[(a, o[a]) for a in ATTRIBUTES if a in o] for o in t_objs]
+    n_attr = sum(len(f) for f in t_facts)
     rels = target.get("relations") or []
     background = target.get("background")
     denom = float(n_attr + len(rels) + (1 if background is not None else 0))
@@ -374,13 +402,14 @@ def match_score(target: Mapping, cand: Mapping, penalize_extra: bool = True) -> 
         denom += (len(c_objs) - len(t_objs)) * (n_attr / len(t_objs) if t_objs else 1.0)
     if denom == 0:
         return 1.0
+    hit = [[sum(1 for a, v in facts if c.get(a) == v) for c in c_objs] for facts in t_facts]
     best = 0
     for pairs in _alignments(len(t_objs), len(c_objs)):
-        hits = sum(1 for ti, ci in pairs for a in ATTRIBUTES
-                   if a in t_objs[ti] and c_objs[ci].get(a) == t_objs[ti][a])
-        mapping = dict(pairs)
-        hits += sum(1 for i, r, j in rels
-                    if i in mapping and j in mapping and _relation_satisfied(cand, mapping[i], r, mapping[j]))
+        hits = sum(hit[ti][ci] for ti, ci in pairs)
+        if rels:
+            mapping = dict(pairs)
+            hits += sum(1 for i, r, j in rels
+                        if i in mapping and j in mapping and _relation_satisfied(cand, mapping[i], r, mapping[j]))
         best = max(best, hits)
     if background is not None and cand.get("background") == background:
         best += 1
