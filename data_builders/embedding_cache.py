@@ -1,0 +1,104 @@
+"""Embeddings cached on disk, keyed by the embedder and by the items' content, computed in chunks.
+
+A list of items is cut into fixed-size chunks; a chunk's file name is the hash of the embedder's fingerprint and of
+the chunk's item keys. A rerun (or a resumed run, or a run with another number of processes) loads every chunk
+already on disk and computes only the missing ones, each process a share of them
+(``PartialState.split_between_processes``). Files are written to a temporary name and renamed, so a killed run
+never leaves a half-written chunk behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import PartialState
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` via a temporary file + rename (readers never see a partial file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def model_fingerprint(model: torch.nn.Module, extra: dict | None = None) -> str:
+    """A hash of a model's config, ``extra`` settings and a sample of every weight tensor.
+
+    The full weights of a 7B model are too large to hash on every run; the first and last 64 values of every named
+    tensor (plus names, shapes and dtypes) change whenever a checkpoint or fine-tune differs in practice.
+    """
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
+    digest.update(json.dumps(extra or {}, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            sample = torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy()
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(sample.tobytes())
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Chunked on-disk embedding cache for one embedder.
+
+    Args:
+        cache_dir: folder for the ``.npy`` chunk files.
+        fingerprint: identifies the embedder and its settings (see :func:`model_fingerprint`).
+        chunk_size: items per chunk file; it also fixes the batches an item is embedded in, so results do not
+            depend on how many processes share the work.
+    """
+
+    def __init__(self, cache_dir: str | Path, fingerprint: str, chunk_size: int = 1024):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.cache_dir = Path(cache_dir)
+        self.fingerprint = fingerprint
+        self.chunk_size = chunk_size
+        self.computed_chunks = 0
+        self.loaded_chunks = 0
+
+    def chunk_path(self, keys: Sequence[str]) -> Path:
+        """The file of a chunk: hash of the embedder fingerprint and the chunk's item keys."""
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for key in keys:
+            digest.update(key.encode())
+        return self.cache_dir / f"emb-{digest.hexdigest()[:32]}.npy"
+
+    def embed(
+        self,
+        keys: Sequence[str],
+        encode: Callable[[range], np.ndarray],
+        state: PartialState | None = None,
+    ) -> np.ndarray:
+        """Embeddings of the items with ``keys`` (``(len(keys), d)`` float32), from disk where cached.
+
+        Args:
+            keys: content keys of the items, in order.
+            encode: computes the embeddings of the items at the given index range (called only for missing chunks).
+            state: shares the missing chunks between processes; every process returns the full array.
+        """
+        state = state or PartialState()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        ranges = [range(s, min(s + self.chunk_size, len(keys))) for s in range(0, len(keys), self.chunk_size)]
+        paths = [self.chunk_path(keys[r.start : r.stop]) for r in ranges]
+        missing = [i for i, path in enumerate(paths) if not path.exists()]
+        state.wait_for_everyone()  # all processes list the same missing chunks before any is written
+        with state.split_between_processes(missing) as mine:
+            for i in mine:
+                atomic_save_npy(paths[i], np.ascontiguousarray(encode(ranges[i]), dtype=np.float32))
+                self.computed_chunks += 1
+        state.wait_for_everyone()
+        self.loaded_chunks = len(paths) - len(missing)
+        if not paths:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([np.load(path) for path in paths])

@@ -1,0 +1,53 @@
+"""Dataset cards for mined hard-negative datasets, rendered with ``huggingface_hub.DatasetCard``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import DatasetCard, DatasetCardData
+
+TEMPLATE = Path(__file__).with_name("mined_dataset_card.md")
+
+
+def _rows(values: Mapping[str, Any]) -> str:
+    """Markdown table rows (no header) of ``values``; floats with 4 significant digits."""
+    return "\n".join(f"| {key} | {f'{value:.4g}' if isinstance(value, float) else value} |"
+                     for key, value in values.items())
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def build_mined_dataset_card(report: Mapping[str, Any], repo_id: str, pretty_name: str | None = None) -> DatasetCard:
+    """Render the card of a mined dataset from a mining report (``MiningResult.report``).
+
+    The card records the embedder, the judge, δ, β, top_k, the number of negatives, the interval, the seed and
+    the report's counts and timings; the same settings go into the YAML metadata under ``unime_v2_mining``.
+    """
+    settings = dict(report["settings"])
+    card_data = DatasetCardData(
+        license="apache-2.0",
+        pretty_name=pretty_name or repo_id.split("/")[-1],
+        task_categories=["feature-extraction"],
+        tags=["unime-v2", "hard-negative-mining", "mllm-as-a-judge", "multimodal-embedding"],
+        size_categories=_size_category(int(report["counts"].get("queries", 0))),
+        unime_v2_mining={key: settings[key] for key in
+                         ("embedder", "judge", "delta", "beta", "top_k", "num_negatives", "interval", "seed", "pool")},
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        pretty_name=card_data.pretty_name,
+        repo_id=repo_id,
+        settings_rows=_rows(settings),
+        count_rows=_rows(report["counts"]),
+        timing_rows=_rows(report["timings_s"]),
+        **{key: settings[key] for key in ("embedder", "judge", "judge_dtype", "pool", "delta", "top_k", "beta",
+                                           "interval", "num_negatives", "seed")},
+    )
