@@ -57,7 +57,9 @@ def summary_table(out: Path, seconds: dict[str, float]) -> str:
     """One markdown table of what each stage produced, read back from the stages' own output files."""
     judge = read_json(out / "judge" / "judge_training.json")
     mined = read_json(out / "mined" / "report.json")
-    trained = read_json(out / "embedder" / "pipeline_metrics.json")
+    trained = read_json(out / "embedder" / "all_results.json")
+    losses = [entry["loss"] for entry in read_json(out / "embedder" / "trainer_state.json").get("log_history", [])
+              if "loss" in entry]
     rows = [("stage", "result", "seconds")]
     before = judge.get("before", {}).get("heldout_in_pool", {})
     after = judge.get("after", {}).get("heldout_in_pool", {})
@@ -79,12 +81,12 @@ def summary_table(out: Path, seconds: dict[str, float]) -> str:
                 f"{seconds.get('mine', 0):.0f}",
             )
         )
-    if trained:
+    if trained and losses:
         rows.append(
             (
                 "train (UniME-V2 embedder, LoRA)",
-                f"loss {trained['first_loss']:.3f} -> {trained['last_loss']:.3f}; held-out precision@1 "
-                f"{trained['precision_at_1_before']:.3f} -> {trained['precision_at_1_after']:.3f}",
+                f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; held-out precision@1 "
+                f"{trained['eval_untrained_precision_at_1']:.3f} -> {trained['eval_precision_at_1']:.3f}",
                 f"{seconds.get('train', 0):.0f}",
             )
         )
@@ -123,7 +125,7 @@ def main() -> None:
             [python, str(EXAMPLES / "train.py"), str(EXAMPLES / "configs" / "tiny.yaml"),
              "--output_dir", str(out / "embedder"), "--train_data", str(out / "mined" / "dataset"),
              "--seed", str(args.seed)],
-            out / "embedder" / "pipeline_metrics.json",
+            out / "embedder" / "all_results.json",
             out / "logs",
         ),
     }

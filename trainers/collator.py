@@ -1,0 +1,63 @@
+"""Batches UniME-V2 training records into one processor call and one forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import BatchFeature
+
+
+class UniMEV2Collator:
+    """Turns training records into one batch of ``B · (2 + k)`` sequences plus the judge scores.
+
+    Each record contributes its query, its positive and its k negatives, in that order, so row ``i·(2+k) + j`` of
+    the batch is record i's query (j = 0), positive (j = 1) or negative j − 1. All sequences go through **one**
+    processor call and one forward pass: no separate query/candidate towers, no second pass. The output is the
+    processor's ``BatchFeature`` (``input_ids``, ``attention_mask``, and the backbone's image inputs:
+    ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids`` for Qwen-VL; ``pixel_values``, ``image_sizes``,
+    ``batch_num_images`` for LLaVA-OneVision) plus ``judge_scores`` of shape ``(B, 1 + k)`` in fp32.
+
+    Args:
+        processor: a :class:`~unime_v2.modeling_unime_v2.UniMEV2Processor` (``model.processor``).
+    """
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+
+    def __call__(self, records: Sequence[Mapping[str, Any]]) -> BatchFeature:
+        if not records:
+            raise ValueError("no records to collate")
+        group = 2 + len(records[0]["negatives"])
+        items: list[Mapping[str, Any]] = []
+        for position, record in enumerate(records):
+            if 2 + len(record["negatives"]) != group or len(record["scores"]) != group - 1:
+                raise ValueError(
+                    f"record {_record_name(record, position)}: {len(record['negatives'])} negatives and "
+                    f"{len(record['scores'])} scores, but this batch uses {group - 2} negatives (+1 positive score)"
+                )
+            items += [record["query"], record["positive"], *record["negatives"]]
+        try:
+            batch = self.processor(items)
+        except (ValueError, FileNotFoundError, TypeError) as error:
+            raise type(error)(_name_record(str(error), records, group)) from error
+        batch["judge_scores"] = torch.tensor([record["scores"] for record in records], dtype=torch.float32)
+        return batch
+
+
+def _record_name(record: Mapping[str, Any], position: int) -> str:
+    index = record.get("record_index", position)
+    query_id = record.get("query_id")
+    return f"{index} ({query_id})" if query_id else str(index)
+
+
+def _name_record(message: str, records: Sequence[Mapping[str, Any]], group: int) -> str:
+    """Rewrite the processor's ``item i: …`` into the record and role the item belongs to."""
+    head, _, rest = message.partition(":")
+    words = head.split()
+    if len(words) != 2 or words[0] != "item" or not words[1].isdigit():
+        return message
+    position, slot = divmod(int(words[1]), group)
+    role = "query" if slot == 0 else "positive" if slot == 1 else f"negative {slot - 2}"
+    return f"record {_record_name(records[position], position)}, {role}:{rest}"

@@ -1,0 +1,234 @@
+"""Pairwise judge training: the "Yes"/"No" half of the UniME-V2-Reranker objective (SPEC §1–2).
+
+A pair (query, candidate) is rendered with the judge prompt exactly as
+:class:`~unime_v2.data_builders.judge.JudgeScorer` renders it (same chat template, same prefix/suffix token pieces,
+same image processing), and the loss is the causal-LM cross-entropy over the **full vocabulary** at the last
+prompt position — right after the generation prompt, the position whose ``Yes``/``No`` logits the judge reads —
+with target ``Yes`` for a matching pair and ``No`` otherwise:
+
+    L = mean_pairs  −log softmax(logits[last prompt position])[answer token]
+
+Minimising it raises ``s = softmax([logit_Yes, logit_No])[0]`` on positives and lowers it on negatives, so a
+checkpoint trained here is directly a judge for hard-negative mining (``JudgeScorer.from_pretrained(folder)``).
+
+Pieces:
+
+* :class:`PairwiseJudgeCollator` — pair dicts (``query``, ``candidate``, ``label``; what
+  :class:`~unime_v2.data_builders.judge_pairs.JudgePairDataset` yields) → a right-padded model batch plus
+  ``labels`` (the answer token id of each pair).
+* :func:`answer_logits` — full-vocabulary logits at each row's last prompt position (one LM-head row set per
+  distinct position, through the model's own ``forward`` so DDP / PEFT wrappers stay in the loop).
+* :func:`pairwise_judge_loss` — the cross-entropy above.
+* :class:`PairwiseJudgeTrainer` — ``Trainer`` with that loss; the collator consumes whole records, so no column
+  is removed; ``model_accepts_loss_kwargs = False`` (the loss is a mean: Trainer divides by accumulation).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
+from transformers import Trainer
+
+from unime_v2.data_builders.judge import JudgeScorer
+from unime_v2.data_builders.judge_inputs import JUDGE_PROMPT
+
+
+def _label_of(feature: Mapping[str, Any], index: int) -> bool:
+    label = feature.get("label")
+    if isinstance(label, str) and label in ("Yes", "No"):
+        return label == "Yes"
+    if isinstance(label, (bool, int)) and int(label) in (0, 1):
+        return bool(label)
+    if isinstance(label, torch.Tensor) and label.numel() == 1 and int(label) in (0, 1):
+        return bool(int(label))
+    raise ValueError(f"pair {index}: label must be 1/0, True/False or 'Yes'/'No', got {label!r}")
+
+
+_SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a PEFT / DDP wrapper (LoRA layers stay in place)."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class PairwiseJudgeCollator:
+    """Builds judge-prompt batches for pairwise training: each row is ``JudgeScorer.full_pair_inputs``.
+
+    Each feature is ``{"query": {"text", "image"}, "candidate": {"text", "image"}, "label": 1 | 0}`` (also
+    ``True``/``False`` or ``"Yes"``/``"No"``; extra keys are ignored), what
+    :class:`~unime_v2.data_builders.judge_pairs.JudgePairDataset` yields. Every pair is encoded by the judge itself
+    (``scorer.full_pair_inputs``: same chat template, same prefix + suffix token pieces, same image processing),
+    so the training prompt is token for token the prompt the judge scores.
+
+    Returns CPU tensors: ``input_ids``, ``attention_mask`` (right padding), the image inputs of the model family
+    (``pixel_values`` + ``image_grid_thw`` and ``mm_token_type_ids`` for Qwen-VL; ``pixel_values`` + ``image_sizes``
+    for LLaVA-OneVision) and ``labels``: ``(n,)`` answer token ids (``Yes`` or ``No``).
+
+    Args:
+        scorer: a :class:`~unime_v2.data_builders.judge.JudgeScorer` (use :meth:`for_model` to wrap the model being
+            trained; only its prompt rendering is used, never its forward).
+    """
+
+    def __init__(self, scorer: JudgeScorer):
+        self.scorer = scorer
+        self.yes_token_id = scorer.yes_token_id
+        self.no_token_id = scorer.no_token_id
+        tokenizer = scorer.processor.tokenizer
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else tokenizer.eos_token_id
+
+    @classmethod
+    def for_model(
+        cls,
+        model: torch.nn.Module,
+        processor: Any,
+        prompt: str = JUDGE_PROMPT,
+        yes_token: str = "Yes",
+        no_token: str = "No",
+    ) -> "PairwiseJudgeCollator":
+        """A collator for ``model`` (plain, PEFT- or DDP-wrapped) and its processor; keeps the model's train mode."""
+        inner = _unwrap(model)
+        was_training = inner.training
+        scorer = JudgeScorer(inner, processor, prompt=prompt, yes_token=yes_token, no_token=no_token)
+        inner.train(was_training)  # JudgeScorer puts its model in eval mode
+        return cls(scorer)
+
+    def pair_inputs(self, query: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """One pair's model inputs (batch of 1, CPU)."""
+        inputs = self.scorer.full_pair_inputs(query, candidate)
+        return {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not features:
+            raise ValueError("PairwiseJudgeCollator got an empty batch")
+        rows, labels = [], []
+        for index, feature in enumerate(features):
+            if "query" not in feature or "candidate" not in feature:
+                raise KeyError(f"pair {index}: a judge pair needs 'query' and 'candidate' items, got {sorted(feature)}")
+            labels.append(self.yes_token_id if _label_of(feature, index) else self.no_token_id)
+            rows.append(self.pair_inputs(feature["query"], feature["candidate"]))
+        batch = self.merge(rows)
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
+    def merge(self, rows: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Right-pad the token rows of single-pair inputs into one batch; concatenate their image inputs in order
+        (image tensors with a per-image patch axis, LLaVA-OneVision's ``pixel_values``, are zero-padded on it)."""
+        batch: dict[str, torch.Tensor] = {}
+        for key in rows[0]:
+            parts = [row[key] for row in rows if row.get(key) is not None]
+            if key in _SEQUENCE_KEYS:
+                value = self.pad_token_id if key == "input_ids" else 0
+                batch[key] = pad_sequence([part[0] for part in parts], batch_first=True, padding_value=value)
+            elif parts:
+                if parts[0].ndim >= 3:
+                    longest = max(part.shape[1] for part in parts)
+                    parts = [_pad_dim1(part, longest) for part in parts]
+                batch[key] = torch.cat(parts)
+        for row in rows[1:]:  # a key only some rows have (images in some pairs only)
+            for key, value in row.items():
+                if key not in batch and value is not None:
+                    batch[key] = torch.cat([r[key] for r in rows if r.get(key) is not None])
+        return batch
+
+
+def _pad_dim1(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    return F.pad(tensor, [0, 0] * (tensor.ndim - 2) + [0, missing])
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    forward = getattr(model, "forward", None)
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def answer_logits(model: torch.nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
+    """Full-vocabulary logits ``(n, V)`` at each row's last prompt position (right padding: ``mask.sum - 1``).
+
+    Runs ``model(**inputs)`` with ``logits_to_keep`` = the distinct last positions, so the LM head is applied to
+    at most ``n`` positions per row instead of the whole sequence.
+    """
+    inputs = dict(inputs)
+    inputs.pop("labels", None)
+    mask = inputs["attention_mask"]
+    last = mask.sum(-1) - 1
+    steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    if bool(((mask.cumsum(-1) == steps).sum(-1) != mask.sum(-1)).any()) or bool((last < 0).any()):
+        raise ValueError("answer_logits needs right-padded rows (attention_mask 1…1 0…0)")
+    keep, inverse = torch.unique(last, return_inverse=True)
+    rows = torch.arange(len(last), device=last.device)
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if _accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = keep
+        logits = model(**inputs, **kwargs).logits  # (n, len(keep), V)
+        return logits[rows, inverse]
+    logits = model(**inputs, **kwargs).logits  # (n, L, V)
+    return logits[rows, last]
+
+
+def pairwise_judge_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the full vocabulary (fp32) of ``(n, V)`` answer logits against answer token ids."""
+    return F.cross_entropy(logits.float(), labels.to(logits.device))
+
+
+class PairwiseJudgeTrainer(Trainer):
+    """``Trainer`` for the pairwise judge loss (see the module docstring).
+
+    ``data_collator`` defaults to a :class:`PairwiseJudgeCollator` of ``processing_class``. A training set that can
+    be checked cheaply (:class:`~unime_v2.data_builders.judge_pairs.JudgePairDataset`, or a ``datasets.Dataset``
+    with a ``label`` column) is validated first: every query needs a "Yes" and a "No" pair.
+    ``compute_loss(..., return_outputs=True)`` also returns ``{"logits": (n, 2) [Yes, No] logits}`` for evaluation.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        processor = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None:
+            model = kwargs.get("model", args[0] if args else None)
+            if processor is None or model is None:
+                raise ValueError("PairwiseJudgeTrainer needs data_collator= or model= and processing_class=")
+            kwargs["data_collator"] = PairwiseJudgeCollator.for_model(model, processor)
+        from unime_v2.data_builders.judge_pairs import check_pair_dataset
+
+        if kwargs.get("train_dataset") is not None:
+            check_pair_dataset(kwargs["train_dataset"])
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # compute_loss returns a mean: Trainer divides by accumulation
+
+    # the collator consumes whole pair records: keep every column
+    def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
+        return dataset
+
+    def _get_collator_with_removed_columns(self, data_collator: Any, description: str | None = None) -> Any:
+        return data_collator
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        logits = answer_logits(model, inputs)
+        loss = pairwise_judge_loss(logits, labels)
+        if not return_outputs:
+            return loss
+        collator = self.data_collator
+        yes = getattr(collator, "yes_token_id", None)
+        no = getattr(collator, "no_token_id", None)
+        pair = logits[:, [yes, no]].detach() if yes is not None and no is not None else logits.detach()
+        return loss, {"logits": pair}

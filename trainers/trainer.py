@@ -1,0 +1,216 @@
+"""``UniMEV2Trainer``: the Hugging Face ``Trainer`` with UniME-V2's loss, exact accumulation and LoRA saving.
+
+One training step embeds every query and candidate of the micro-batch in a single forward pass (the collator
+packs them) and computes the loss from those embeddings. There is no GradCache and no second pass:
+
+* ``symmetric_kl`` / ``js`` compare each query only with its own 1 + k candidates, so the micro-batch loss is a
+  mean of independent per-query terms; Trainer's gradient accumulation (loss / accumulation steps) and DDP's
+  gradient averaging then give exactly the gradient of the global batch (equal micro-batch sizes).
+* ``infonce`` (baseline) uses in-batch negatives, which couple queries across processes. Every process gathers
+  all query and candidate embeddings (``accelerate.gather``; the local slice is replaced by the local tensors so
+  their gradients flow), computes the *global* batch loss, and scales its gradient by the world size to undo
+  DDP's averaging: each process then contributes exactly ∂L/∂(its own embeddings), and the averaged parameter
+  gradient equals the single-process one. Accumulated micro-batches of InfoNCE see only their own in-batch
+  negatives (as in VLM2Vec without GradCache).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from peft import LoraConfig, get_peft_model
+from transformers import Trainer
+
+from unime_v2.modeling_unime_v2 import UniMEV2Model
+
+from .config import UniMEV2TrainingArguments
+from .losses import candidate_cosines, infonce_loss, js_divergence_loss, symmetric_kl_loss
+from .mmeb_evaluator import row_hits, summarize_hits
+
+logger = logging.getLogger(__name__)
+
+_VISION_MODULE_KEYS = ("visual", "vision_tower", "multi_modal_projector")
+ADAPTER_SUBFOLDER = "adapter"
+
+
+def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Module:
+    """Load ``backbone`` as a ``UniMEV2Model`` with the arguments' prompt/image settings, then add LoRA.
+
+    With ``use_lora`` the model is a ``peft.PeftModel`` whose adapters sit on ``args.peft_target_modules`` (the
+    language model only); without it, every weight trains except the vision tower and projector when
+    ``freeze_vision_tower``.
+    """
+    model = UniMEV2Model.from_backbone(
+        backbone,
+        prompt_format=args.prompt_format,
+        image_resize=args.image_resize,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        tau=args.tau,
+        dtype=getattr(torch, args.torch_dtype_name),
+    )
+    if args.use_lora:
+        config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            use_dora=args.use_dora,
+            target_modules=args.peft_target_modules,
+            bias="none",
+        )
+        return get_peft_model(model, config)
+    if args.freeze_vision_tower:
+        for name, parameter in model.named_parameters():
+            if any(key in name.split(".") for key in _VISION_MODULE_KEYS):
+                parameter.requires_grad_(False)
+    return model
+
+
+def base_embedder(model: torch.nn.Module) -> torch.nn.Module:
+    """The ``UniMEV2Model`` inside a ``PeftModel`` (LoRA layers still in place), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class UniMEV2Trainer(Trainer):
+    """``Trainer`` for the UniME-V2 embedder.
+
+    Use with :class:`~unime_v2.trainers.UniMEV2TrainingArguments`, :class:`~unime_v2.trainers.UniMEV2Collator`
+    and ``processing_class=model.processor`` (saved with every checkpoint).
+
+    Args:
+        mmeb_eval_rows: optional MMEB-eval style rows; :meth:`evaluate` then reports precision@1 on them
+            (``eval_precision_at_1`` and per dataset), sharded over the processes.
+        mmeb_image_root: image root for rows that carry relative image paths.
+        *args, **kwargs: as for ``Trainer``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        mmeb_eval_rows: Sequence[Mapping[str, Any]] | None = None,
+        mmeb_image_root: str | None = None,
+        **kwargs: Any,
+    ):
+        training_args = kwargs.get("args") or (args[1] if len(args) > 1 else None)
+        if not isinstance(training_args, UniMEV2TrainingArguments):
+            raise TypeError("UniMEV2Trainer needs args=UniMEV2TrainingArguments(...)")
+        if training_args.remove_unused_columns:
+            raise ValueError("remove_unused_columns must be False: the collator consumes whole training records")
+        if training_args.label_names is None:
+            training_args.label_names = []  # the objective has no labels; avoids PeftModel's label guessing
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # compute_loss returns a mean: Trainer divides by accumulation
+        self.mmeb_eval_rows = mmeb_eval_rows
+        self.mmeb_image_root = mmeb_image_root
+
+    # ----------------------------------------------------------------------------------------------- the loss
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Embed the ``B · (2 + k)`` packed sequences once and return the mean per-query loss (see module doc)."""
+        inputs = dict(inputs)
+        judge_scores = inputs.pop("judge_scores")
+        num_queries, group = judge_scores.shape[0], judge_scores.shape[1] + 1
+        embeddings = model(**inputs).embeddings
+        embeddings = embeddings.view(num_queries, group, embeddings.shape[-1])
+        queries, candidates = embeddings[:, 0], embeddings[:, 1:]
+        loss = self.embedding_loss(queries, candidates, judge_scores)
+        if return_outputs:
+            return loss, {"query_embeddings": queries, "candidate_embeddings": candidates}
+        return loss
+
+    def embedding_loss(
+        self, queries: torch.Tensor, candidates: torch.Tensor, judge_scores: torch.Tensor
+    ) -> torch.Tensor:
+        """The configured objective on ``queries (N, d)``, ``candidates (N, 1 + k, d)``, ``judge_scores (N, 1 + k)``."""
+        loss_type = self.args.loss_type
+        if loss_type == "symmetric_kl":
+            return symmetric_kl_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
+        if loss_type == "js":
+            return js_divergence_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
+        positives = self.gather_keep_local_grad(candidates[:, 0])
+        all_queries = self.gather_keep_local_grad(queries)
+        negatives = None
+        if self.args.infonce_hard_negatives and candidates.shape[1] > 1:
+            negatives = self.gather_keep_local_grad(candidates[:, 1:])
+        loss = infonce_loss(all_queries, positives, negatives, self.args.tau)
+        world = self.accelerator.num_processes
+        if world > 1:  # same value; gradient × world, undoing DDP's average over identical global losses
+            loss = loss * world - loss.detach() * (world - 1)
+        return loss
+
+    def gather_keep_local_grad(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate ``tensor`` from all processes (rank order); only the local slice carries gradients."""
+        world = self.accelerator.num_processes
+        if world == 1:
+            return tensor
+        sizes = self.accelerator.gather(torch.tensor([tensor.shape[0]], device=tensor.device))
+        if not bool((sizes == tensor.shape[0]).all()):
+            raise ValueError(f"InfoNCE needs equal per-process batch sizes to gather, got {sizes.tolist()}")
+        gathered = self.accelerator.gather(tensor.detach().contiguous())
+        size, rank = tensor.shape[0], self.accelerator.process_index
+        return torch.cat([gathered[: rank * size], tensor, gathered[(rank + 1) * size :]])
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Precision@1 on ``mmeb_eval_rows`` (when given), else ``Trainer.evaluate``."""
+        if self.mmeb_eval_rows is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        embedder = base_embedder(self.accelerator.unwrap_model(self.model))
+        rows = list(self.mmeb_eval_rows)
+        with self.accelerator.split_between_processes(rows) as shard:
+            hits = row_hits(
+                embedder,
+                shard,
+                batch_size=self.args.per_device_eval_batch_size,
+                image_root=self.mmeb_image_root,
+                show_progress_bar=self.args.should_log and not self.args.disable_tqdm,
+            )
+        if self.accelerator.num_processes > 1:
+            hits = gather_object(hits)
+        metrics = {f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in summarize_hits(hits).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def _merge_on_save(self) -> bool:
+        return self.args.use_lora and self.args.merge_lora_on_save
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints: the adapter (LoRA) or the full model, with the processor. Final save with
+        ``merge_lora_on_save``: the adapter in ``output_dir/adapter`` and a merged ``UniMEV2Model`` (weights,
+        config, remote code, processor) in ``output_dir``, which ``AutoModel.from_pretrained(…,
+        trust_remote_code=True)`` loads without peft."""
+        output_dir = output_dir or self.args.output_dir
+        if _internal_call or not self._merge_on_save():
+            super().save_model(output_dir, _internal_call)
+            return
+        super().save_model(os.path.join(output_dir, ADAPTER_SUBFOLDER), _internal_call)
+        if self.args.should_save:
+            self.save_merged_model(output_dir)
+        self.accelerator.wait_for_everyone()
+
+    def save_merged_model(self, output_dir: str) -> None:
+        """Merge a copy of the LoRA adapters into the base weights and save it as a plain ``UniMEV2Model``."""
+        peft_model = self.accelerator.unwrap_model(self.model)
+        processor = base_embedder(peft_model).processor
+        merged = copy.deepcopy(peft_model).merge_and_unload()
+        merged.processor = processor
+        merged.save_pretrained(output_dir)
+        logger.info(f"Saved the merged UniME-V2 embedder to {output_dir} (adapter in {ADAPTER_SUBFOLDER}/)")
