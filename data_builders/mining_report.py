@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..hub_cards.markdown import markdown_table
+
 COUNT_DESCRIPTIONS = {
     "records": "training pairs read from the source",
     "queries": "queries in the mined dataset",
@@ -23,15 +25,6 @@ COUNT_DESCRIPTIONS = {
     "duplicate_candidates": "repeated positives folded into one pool candidate",
     "duplicate_queries": "records whose query (text + image) repeats an earlier record's (kept)",
 }
-
-
-def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("", "value")) -> str:
-    """A two-column markdown table (floats with 4 significant digits)."""
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    for key, value in rows.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        lines.append(f"| {key} | {shown} |")
-    return "\n".join(lines)
 
 
 def score_summary(values: Sequence[float]) -> dict[str, float]:

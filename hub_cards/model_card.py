@@ -8,16 +8,9 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .markdown import markdown_table
+
 TEMPLATE = Path(__file__).with_name("embedder_model_card.md")
-
-
-def markdown_table(rows: Mapping[str, Any], header: tuple[str, str] = ("setting", "value")) -> str:
-    """A two-column markdown table of ``rows`` (floats with 4 significant digits)."""
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    for key, value in rows.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        lines.append(f"| {key} | {shown} |")
-    return "\n".join(lines)
 
 
 def build_embedder_card(
@@ -47,6 +40,6 @@ def build_embedder_card(
         normalize=config.normalize,
         image_resize=config.image_resize or "none (pixel budget only)",
         tau=config.tau,
-        training_table=markdown_table(training),
+        training_table=markdown_table(training, ("setting", "value")),
         metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
     )
