@@ -21,6 +21,16 @@ Pieces:
 * :func:`pairwise_judge_loss` — the cross-entropy above.
 * :class:`PairwiseJudgeTrainer` — ``Trainer`` with that loss; the collator consumes whole records, so no column
   is removed; ``model_accepts_loss_kwargs = False`` (the loss is a mean: Trainer divides by accumulation).
+
+Optional, off by default: ``candidate_lm_weight > 0`` adds the causal-LM cross-entropy of the candidate's text
+tokens of the **"Yes"** pairs (the positive's text given the judge prompt and the query: captioning / answering),
+
+    L = L_pair + w · mean_{candidate text tokens of Yes pairs} −log p(token | prefix)
+
+It is not part of the paper's objective. It exists for judges trained from scratch (the tiny CPU judge of
+``examples/train_tiny_judge.py``), which otherwise never leave the ``ln 2`` plateau: "Yes"/"No" alone is a
+second-order signal (the model must bind image content to words before either is useful), while predicting the
+positive's words from the image is first-order. A pretrained judge does not need it.
 """
 
 from __future__ import annotations
@@ -74,10 +84,13 @@ class PairwiseJudgeCollator:
     Args:
         scorer: a :class:`~unime_v2.data_builders.judge.JudgeScorer` (use :meth:`for_model` to wrap the model being
             trained; only its prompt rendering is used, never its forward).
+        candidate_lm: also return ``candidate_lm_mask`` ``(n, L)`` bool: the positions of the candidate's text
+            tokens in "Yes" rows (targets of the optional candidate LM loss).
     """
 
-    def __init__(self, scorer: JudgeScorer):
+    def __init__(self, scorer: JudgeScorer, candidate_lm: bool = False):
         self.scorer = scorer
+        self.candidate_lm = candidate_lm
         self.yes_token_id = scorer.yes_token_id
         self.no_token_id = scorer.no_token_id
         tokenizer = scorer.processor.tokenizer
@@ -92,13 +105,14 @@ class PairwiseJudgeCollator:
         prompt: str = JUDGE_PROMPT,
         yes_token: str = "Yes",
         no_token: str = "No",
+        candidate_lm: bool = False,
     ) -> "PairwiseJudgeCollator":
         """A collator for ``model`` (plain, PEFT- or DDP-wrapped) and its processor; keeps the model's train mode."""
         inner = _unwrap(model)
         was_training = inner.training
         scorer = JudgeScorer(inner, processor, prompt=prompt, yes_token=yes_token, no_token=no_token)
         inner.train(was_training)  # JudgeScorer puts its model in eval mode
-        return cls(scorer)
+        return cls(scorer, candidate_lm=candidate_lm)
 
     def pair_inputs(self, query: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """One pair's model inputs (batch of 1, CPU)."""
@@ -108,15 +122,41 @@ class PairwiseJudgeCollator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
             raise ValueError("PairwiseJudgeCollator got an empty batch")
-        rows, labels = [], []
+        rows, labels, spans = [], [], []
         for index, feature in enumerate(features):
             if "query" not in feature or "candidate" not in feature:
                 raise KeyError(f"pair {index}: a judge pair needs 'query' and 'candidate' items, got {sorted(feature)}")
-            labels.append(self.yes_token_id if _label_of(feature, index) else self.no_token_id)
+            yes = _label_of(feature, index)
+            labels.append(self.yes_token_id if yes else self.no_token_id)
             rows.append(self.pair_inputs(feature["query"], feature["candidate"]))
+            if self.candidate_lm:
+                spans.append(self._candidate_span(rows[-1]["input_ids"][0], feature["candidate"], index) if yes else None)
         batch = self.merge(rows)
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        if self.candidate_lm:
+            mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+            for row, span in enumerate(spans):
+                if span is not None:
+                    mask[row, span[0] : span[1]] = True
+            batch["candidate_lm_mask"] = mask
         return batch
+
+    def _candidate_span(self, ids: torch.Tensor, candidate: Mapping[str, Any], index: int) -> tuple[int, int] | None:
+        """``(start, end)`` of the candidate's text tokens in a pair's ids: the last occurrence of the text's own
+        tokenization (the candidate comes last in the prompt); ``None`` for a candidate without text."""
+        text = candidate.get("text")
+        if not text:
+            return None
+        wanted = self.scorer.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        n = len(wanted)
+        wanted_t = torch.tensor(wanted, dtype=ids.dtype)
+        for start in range(len(ids) - n, 0, -1):
+            if torch.equal(ids[start : start + n], wanted_t):
+                return start, start + n
+        raise ValueError(
+            f"pair {index}: the candidate text {text[:60]!r} is not tokenized the same inside the judge prompt as "
+            "alone (a token merges across its boundary), so its LM targets cannot be located; use candidate_lm=False"
+        )
 
     def merge(self, rows: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Right-pad the token rows of single-pair inputs into one batch; concatenate their image inputs in order
@@ -155,33 +195,75 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def answer_logits(model: torch.nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
-    """Full-vocabulary logits ``(n, V)`` at each row's last prompt position (right padding: ``mask.sum - 1``).
-
-    Runs ``model(**inputs)`` with ``logits_to_keep`` = the distinct last positions, so the LM head is applied to
-    at most ``n`` positions per row instead of the whole sequence.
-    """
-    inputs = dict(inputs)
-    inputs.pop("labels", None)
-    mask = inputs["attention_mask"]
+def _right_padded_last(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token; raises unless rows are right-padded (``1…1 0…0``)."""
     last = mask.sum(-1) - 1
     steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     if bool(((mask.cumsum(-1) == steps).sum(-1) != mask.sum(-1)).any()) or bool((last < 0).any()):
-        raise ValueError("answer_logits needs right-padded rows (attention_mask 1…1 0…0)")
-    keep, inverse = torch.unique(last, return_inverse=True)
-    rows = torch.arange(len(last), device=last.device)
+        raise ValueError("the judge loss needs right-padded, non-empty rows (attention_mask 1…1 0…0)")
+    return last
+
+
+def logits_at(model: torch.nn.Module, inputs: Mapping[str, Any], rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary logits ``(m, V)`` at ``(rows[i], positions[i])``, from one ``model(**inputs)`` call.
+
+    The LM head is applied only at the distinct positions asked for (``logits_to_keep`` as an index tensor), not
+    to the whole sequence; the call goes through the model's own ``forward`` (PEFT / DDP wrappers stay in the loop).
+    """
+    inputs = {key: value for key, value in inputs.items() if key not in ("labels", "candidate_lm_mask")}
     kwargs: dict[str, Any] = {"use_cache": False}
     if _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = keep
-        logits = model(**inputs, **kwargs).logits  # (n, len(keep), V)
+        keep, inverse = torch.unique(positions, return_inverse=True)
+        logits = model(**inputs, logits_to_keep=keep, **kwargs).logits  # (n, len(keep), V)
         return logits[rows, inverse]
-    logits = model(**inputs, **kwargs).logits  # (n, L, V)
-    return logits[rows, last]
+    return model(**inputs, **kwargs).logits[rows, positions]  # (n, L, V) -> (m, V)
+
+
+def answer_logits(model: torch.nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
+    """Full-vocabulary logits ``(n, V)`` at each row's last prompt position (right padding: ``mask.sum - 1``), the
+    position whose ``Yes``/``No`` logits ``JudgeScorer`` reads."""
+    last = _right_padded_last(inputs["attention_mask"])
+    return logits_at(model, inputs, torch.arange(len(last), device=last.device), last)
 
 
 def pairwise_judge_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the full vocabulary (fp32) of ``(n, V)`` answer logits against answer token ids."""
     return F.cross_entropy(logits.float(), labels.to(logits.device))
+
+
+def judge_losses(
+    model: torch.nn.Module, inputs: Mapping[str, Any], candidate_lm_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(loss, answer_logits, candidate_lm_loss)`` of a collated batch in one forward pass.
+
+    ``loss = pairwise_judge_loss + candidate_lm_weight · candidate_lm_loss``; the candidate LM term (mean token
+    cross-entropy at the positions of ``inputs["candidate_lm_mask"]``, each predicted from the position before)
+    is ``None`` when the weight is 0 or the batch has no such token.
+    """
+    labels = inputs["labels"]
+    last = _right_padded_last(inputs["attention_mask"])
+    n = len(last)
+    rows = torch.arange(n, device=last.device)
+    positions = last
+    targets = None
+    mask = inputs.get("candidate_lm_mask")
+    if candidate_lm_weight:
+        if mask is None:
+            raise ValueError("candidate_lm_weight > 0 needs batches with candidate_lm_mask (collator candidate_lm=True)")
+        lm_rows, lm_positions = mask.nonzero(as_tuple=True)
+        lm_positions = lm_positions.to(last.device)
+        if len(lm_rows):
+            targets = inputs["input_ids"][lm_rows, lm_positions]
+            rows = torch.cat([rows, lm_rows.to(last.device)])
+            positions = torch.cat([positions, lm_positions - 1])
+    logits = logits_at(model, inputs, rows, positions)
+    answer = logits[:n]
+    loss = pairwise_judge_loss(answer, labels)
+    lm_loss = None
+    if targets is not None:
+        lm_loss = F.cross_entropy(logits[n:].float(), targets.to(logits.device))
+        loss = loss + candidate_lm_weight * lm_loss
+    return loss, answer, lm_loss
 
 
 class PairwiseJudgeTrainer(Trainer):
@@ -191,15 +273,24 @@ class PairwiseJudgeTrainer(Trainer):
     be checked cheaply (:class:`~unime_v2.data_builders.judge_pairs.JudgePairDataset`, or a ``datasets.Dataset``
     with a ``label`` column) is validated first: every query needs a "Yes" and a "No" pair.
     ``compute_loss(..., return_outputs=True)`` also returns ``{"logits": (n, 2) [Yes, No] logits}`` for evaluation.
+
+    Args:
+        candidate_lm_weight: weight of the optional candidate LM term (module docstring; 0 = the paper's loss).
+        *args, **kwargs: those of ``Trainer``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, candidate_lm_weight: float = 0.0, **kwargs: Any):
+        if candidate_lm_weight < 0:
+            raise ValueError(f"candidate_lm_weight must be >= 0, got {candidate_lm_weight}")
+        self.candidate_lm_weight = float(candidate_lm_weight)
         processor = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None:
             model = kwargs.get("model", args[0] if args else None)
             if processor is None or model is None:
                 raise ValueError("PairwiseJudgeTrainer needs data_collator= or model= and processing_class=")
-            kwargs["data_collator"] = PairwiseJudgeCollator.for_model(model, processor)
+            kwargs["data_collator"] = PairwiseJudgeCollator.for_model(
+                model, processor, candidate_lm=self.candidate_lm_weight > 0
+            )
         from unime_v2.data_builders.judge_pairs import check_pair_dataset
 
         if kwargs.get("train_dataset") is not None:
@@ -221,10 +312,7 @@ class PairwiseJudgeTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        logits = answer_logits(model, inputs)
-        loss = pairwise_judge_loss(logits, labels)
+        loss, logits, _ = judge_losses(model, inputs, self.candidate_lm_weight)
         if not return_outputs:
             return loss
         collator = self.data_collator
