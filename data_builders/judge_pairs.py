@@ -65,7 +65,7 @@ def _image_fingerprint(value: Any) -> str:
     if isinstance(value, Mapping):
         if value.get("bytes") is not None:
             return "b:" + hashlib.sha1(value["bytes"]).hexdigest()
-        return "p:" + str(value.get("path") or "-") if value.get("path") else "-"
+        return f"p:{value['path']}" if value.get("path") else "-"
     if isinstance(value, str):
         return "p:" + value
     if hasattr(value, "tobytes"):  # PIL image
@@ -108,9 +108,10 @@ def positive_keys(records: Any, columns: PairColumns = PairColumns()) -> list[st
     return [hashlib.sha1(f"{t}\x00{_image_fingerprint(i)}".encode()).hexdigest() for t, i in zip(texts, images)]
 
 
-def _describe(records: Any, index: int, columns: PairColumns, sources: Sequence[str]) -> str:
+def _describe(records: Any, index: int, columns: PairColumns, source: str) -> str:
+    """``record 3 (dataset 'X', query '…')`` for error messages."""
     text = _column_value(records, index, columns.query_text)
-    return f"record {index} (dataset {sources[index]!r}, query {judge_text(text)[:60]!r})"
+    return f"record {index} (dataset {source!r}, query {judge_text(text)[:60]!r})"
 
 
 def _column_value(records: Any, index: int, name: str) -> Any:
@@ -177,8 +178,7 @@ class JudgePairDataset(torch.utils.data.Dataset):
             labels = {p.label for p in pairs}
             if labels != {YES, NO}:
                 missing = "negative ('No')" if NO not in labels else "positive ('Yes')"
-                sources = {query: pairs[0].source}
-                where = _describe(self.records, query, self.columns, sources)
+                where = _describe(self.records, query, self.columns, pairs[0].source)
                 raise ValueError(
                     f"the judge pair dataset has no {missing} pair for {where}; every query needs its positive and "
                     f"at least one in-pool negative (pairs: {self.num_positive} Yes, {self.num_negative} No)"
@@ -261,7 +261,7 @@ def build_judge_pairs(
         own = position.get(src, {}).get(keys[i])
         available = len(members) - (own is not None)
         if available <= 0:
-            where = _describe(records, i, columns, sources)
+            where = _describe(records, i, columns, src)
             raise ValueError(
                 f"{where} has an empty candidate pool: no other record of dataset {src!r} in the pool has a "
                 f"different positive, so no 'No' pair can be drawn (pool: {len(members)} distinct positive(s))"

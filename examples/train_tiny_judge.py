@@ -9,7 +9,9 @@ same dataset) → "No" — and saves an ordinary checkpoint folder that ``JudgeS
 It prints judge quality before and after training on held-out data, against the oracle (the measuring stick):
 held-out train queries with in-pool candidates, and mini-MMEB test rows (ground truth + hard distractors).
 
-    python examples/train_tiny_judge.py --output_dir /tmp/tiny_judge --seed 0 --max_steps 300 --mini_mmeb_seed 0
+    python examples/train_tiny_judge.py --output_dir /tmp/tiny_judge --seed 0 --max_steps 900 --mini_mmeb_seed 0
+
+(about 2.5 minutes on 2 CPU cores; figures and the recipe's reasons in docs/judge_training.md)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, help="the trained judge checkpoint folder (model + processor)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the tiny backbone, the pairs and the Trainer")
-    parser.add_argument("--max_steps", type=int, default=300)
+    parser.add_argument("--max_steps", type=int, default=900)
     parser.add_argument("--mini_mmeb_seed", type=int, default=0)
     parser.add_argument("--train_pairs", type=int, default=1800, help="mini-MMEB train records (split over --tasks)")
     parser.add_argument("--tasks", default="MiniImageNet-cls",
@@ -43,19 +45,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr_scheduler_type", default="constant_with_warmup",
                         help="constant: the plateau is left late in training, a decayed rate slows that down")
     parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--eval_candidates", type=int, default=3, help="candidates per held-out query besides its positive")
+    parser.add_argument("--eval_candidates", type=int, default=3,
+                        help="candidates per held-out query besides its positive")
     parser.add_argument("--eval_rows", type=int, default=10, help="mini-MMEB test rows per task (0: skip that table)")
-    parser.add_argument("--backbone", default=None, help="start from this judge folder instead of a new tiny Qwen2.5-VL")
-    parser.add_argument("--init", choices=("scratch", "keep"), default="scratch",
-                        help="scratch: re-draw weights at 1/sqrt(fan_in) (the tiny backbone's 0.02 init does not learn)")
+    parser.add_argument("--backbone", default=None,
+                        help="start from this judge folder instead of a new tiny Qwen2.5-VL")
+    parser.add_argument("--init", choices=("auto", "scratch", "keep"), default="auto",
+                        help="scratch: re-draw weights at 1/sqrt(fan_in) (the tiny backbone's 0.02 init does not "
+                             "learn); "
+                             "auto: scratch for a new tiny backbone, keep for --backbone")
     parser.add_argument("--image_side", type=int, default=112,
                         help="resize images to this square side for the judge (saved in the processor; 0: keep)")
-    parser.add_argument("--centre_images", type=int, default=1,
-                        help="1: shift/scale the vision merger's output to zero mean, unit std on training images")
+    parser.add_argument("--centre_images", type=int, choices=(-1, 0, 1), default=-1,
+                        help="1: shift/scale the vision merger's output to zero mean, unit std on training images; "
+                             "-1: 1 for a new tiny backbone, 0 for --backbone")
     parser.add_argument("--candidate_lm_weight", type=float, default=1.0,
                         help="weight of the auxiliary LM loss on the positive's text (0: the paper's loss only)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny models)")
     parser.add_argument("--logging_steps", type=int, default=25)
+    parser.add_argument("--dataloader_num_workers", type=int, default=0,
+                        help="worker processes building batches (1 measured slower on 2 cores: 52 s vs 33 s per "
+                             "200 steps)")
     return parser.parse_args(argv)
 
 
@@ -168,19 +178,21 @@ def main(argv: list[str] | None = None) -> dict:
         backbone = args.backbone or str(build_tiny_backbone("qwen2_5_vl", Path(scratch) / "init", seed=args.seed))
         model = AutoModelForImageTextToText.from_pretrained(backbone, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(backbone)
-    if args.init == "scratch":
+    new = args.backbone is None
+    if args.init == "scratch" or (args.init == "auto" and new):
         scratch_init_(model, seed=args.seed)
     if args.image_side:
         set_image_side(processor, args.image_side)
-    if args.centre_images:
+    if args.centre_images == 1 or (args.centre_images == -1 and new):
         train_images = [records[i]["qry_image"] or records[i]["pos_image"] for i in train_ids[:256]]
         centre_image_features_(model, processor, [image for image in train_images if image is not None])
 
     before = measure(JudgeScorer(model, processor), args, records, heldout_ids, test_rows)
     print(f"untrained judge measured  [{time.time() - start:.1f} s]")
 
+    trainer_dir = tempfile.TemporaryDirectory()  # Trainer's scratch folder (nothing is checkpointed)
     training_args = TrainingArguments(
-        output_dir=str(output_dir / "trainer_state"),
+        output_dir=trainer_dir.name,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -194,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
         data_seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=False,
+        dataloader_num_workers=args.dataloader_num_workers,
         disable_tqdm=True,
     )
     model.train()
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     trainer.save_model(str(output_dir))
     processor.save_pretrained(str(output_dir))
+    trainer_dir.cleanup()
     judge = JudgeScorer.from_pretrained(str(output_dir), device="cpu")  # what the mining pipeline will load
     after = measure(judge, args, records, heldout_ids, test_rows)
 
@@ -223,6 +237,10 @@ def main(argv: list[str] | None = None) -> dict:
         if key in before:
             print(f"### {title}")
             print(format_quality_table({"untrained": before[key], "trained": after[key]}))
+            if len(after[key].per_dataset) > 1:
+                print("\nper task (AUC untrained -> trained): " + ", ".join(
+                    f"{name} {before[key].per_dataset[name]['auc']:.2f} -> {value['auc']:.2f}"
+                    for name, value in after[key].per_dataset.items()))
             print()
     figures = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -16,9 +16,11 @@ Pieces:
 * :class:`PairwiseJudgeCollator` — pair dicts (``query``, ``candidate``, ``label``; what
   :class:`~unime_v2.data_builders.judge_pairs.JudgePairDataset` yields) → a right-padded model batch plus
   ``labels`` (the answer token id of each pair).
-* :func:`answer_logits` — full-vocabulary logits at each row's last prompt position (one LM-head row set per
-  distinct position, through the model's own ``forward`` so DDP / PEFT wrappers stay in the loop).
-* :func:`pairwise_judge_loss` — the cross-entropy above.
+* :func:`answer_logits` — full-vocabulary logits at each row's last prompt position (the LM head is applied only at
+  the positions asked for, through the model's own ``forward`` so DDP / PEFT wrappers stay in the loop);
+  :func:`logits_at` — the same at any (row, position) list.
+* :func:`pairwise_judge_loss` — the cross-entropy above; :func:`judge_losses` — it (plus the optional term below)
+  from a collated batch in one forward pass.
 * :class:`PairwiseJudgeTrainer` — ``Trainer`` with that loss; the collator consumes whole records, so no column
   is removed; ``model_accepts_loss_kwargs = False`` (the loss is a mean: Trainer divides by accumulation).
 
@@ -30,12 +32,14 @@ tokens of the **"Yes"** pairs (the positive's text given the judge prompt and th
 It is not part of the paper's objective. It exists for judges trained from scratch (the tiny CPU judge of
 ``examples/train_tiny_judge.py``), which otherwise never leave the ``ln 2`` plateau: "Yes"/"No" alone is a
 second-order signal (the model must bind image content to words before either is useful), while predicting the
-positive's words from the image is first-order. A pretrained judge does not need it.
+positive's words from the image is first-order (measurements in ``docs/judge_training.md``). A pretrained judge
+should not need it (not measured here).
 """
 
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,8 +56,8 @@ def _label_of(feature: Mapping[str, Any], index: int) -> bool:
     label = feature.get("label")
     if isinstance(label, str) and label in ("Yes", "No"):
         return label == "Yes"
-    if isinstance(label, (bool, int)) and int(label) in (0, 1):
-        return bool(label)
+    if isinstance(label, numbers.Integral) and int(label) in (0, 1):
+        return bool(int(label))
     if isinstance(label, torch.Tensor) and label.numel() == 1 and int(label) in (0, 1):
         return bool(int(label))
     raise ValueError(f"pair {index}: label must be 1/0, True/False or 'Yes'/'No', got {label!r}")
@@ -130,7 +134,8 @@ class PairwiseJudgeCollator:
             labels.append(self.yes_token_id if yes else self.no_token_id)
             rows.append(self.pair_inputs(feature["query"], feature["candidate"]))
             if self.candidate_lm:
-                spans.append(self._candidate_span(rows[-1]["input_ids"][0], feature["candidate"], index) if yes else None)
+                ids = rows[-1]["input_ids"][0]
+                spans.append(self._candidate_span(ids, feature["candidate"], index) if yes else None)
         batch = self.merge(rows)
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
         if self.candidate_lm:
@@ -161,21 +166,20 @@ class PairwiseJudgeCollator:
     def merge(self, rows: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Right-pad the token rows of single-pair inputs into one batch; concatenate their image inputs in order
         (image tensors with a per-image patch axis, LLaVA-OneVision's ``pixel_values``, are zero-padded on it)."""
+        keys = list(dict.fromkeys(key for row in rows for key, value in row.items() if value is not None))
         batch: dict[str, torch.Tensor] = {}
-        for key in rows[0]:
-            parts = [row[key] for row in rows if row.get(key) is not None]
+        for key in keys:
             if key in _SEQUENCE_KEYS:
                 value = self.pad_token_id if key == "input_ids" else 0
-                batch[key] = pad_sequence([part[0] for part in parts], batch_first=True, padding_value=value)
-            elif parts:
-                if parts[0].ndim >= 3:
-                    longest = max(part.shape[1] for part in parts)
-                    parts = [_pad_dim1(part, longest) for part in parts]
-                batch[key] = torch.cat(parts)
-        for row in rows[1:]:  # a key only some rows have (images in some pairs only)
-            for key, value in row.items():
-                if key not in batch and value is not None:
-                    batch[key] = torch.cat([r[key] for r in rows if r.get(key) is not None])
+                parts = [row[key][0] if row.get(key) is not None else torch.zeros_like(row["attention_mask"][0])
+                         for row in rows]
+                batch[key] = pad_sequence(parts, batch_first=True, padding_value=value)
+                continue
+            parts = [row[key] for row in rows if row.get(key) is not None]
+            if parts[0].ndim >= 3:
+                longest = max(part.shape[1] for part in parts)
+                parts = [_pad_dim1(part, longest) for part in parts]
+            batch[key] = torch.cat(parts)
         return batch
 
 
@@ -204,7 +208,9 @@ def _right_padded_last(mask: torch.Tensor) -> torch.Tensor:
     return last
 
 
-def logits_at(model: torch.nn.Module, inputs: Mapping[str, Any], rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def logits_at(
+    model: torch.nn.Module, inputs: Mapping[str, Any], rows: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     """Full-vocabulary logits ``(m, V)`` at ``(rows[i], positions[i])``, from one ``model(**inputs)`` call.
 
     The LM head is applied only at the distinct positions asked for (``logits_to_keep`` as an index tensor), not
@@ -249,7 +255,9 @@ def judge_losses(
     mask = inputs.get("candidate_lm_mask")
     if candidate_lm_weight:
         if mask is None:
-            raise ValueError("candidate_lm_weight > 0 needs batches with candidate_lm_mask (collator candidate_lm=True)")
+            raise ValueError(
+                "candidate_lm_weight > 0 needs batches with candidate_lm_mask (PairwiseJudgeCollator candidate_lm=True)"
+            )
         lm_rows, lm_positions = mask.nonzero(as_tuple=True)
         lm_positions = lm_positions.to(last.device)
         if len(lm_rows):
