@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .mining_records import RecordColumns
+
 _MARKER = re.compile(r"<\|image_\d+\|>\n?")
 
 YES, NO = 1, 0
@@ -37,15 +39,8 @@ def judge_text(text: str | None) -> str:
     return _MARKER.sub("", text or "").strip()
 
 
-@dataclass(frozen=True)
-class PairColumns:
-    """Which columns hold what (mini-MMEB / MMEB-train names by default)."""
-
-    query_text: str = "qry"
-    query_image: str = "qry_image"
-    pos_text: str = "pos_text"
-    pos_image: str = "pos_image"
-    source: str = "dataset"
+# The judge's pairs read the same columns as mining does (mini-MMEB / MMEB-train names by default).
+PairColumns = RecordColumns
 
 
 @dataclass(frozen=True)
