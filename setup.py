@@ -11,7 +11,9 @@ The repository's top-level folders (the project's design card) are installed und
 
 from setuptools import setup
 
+
 FOLDERS = ("modeling_unime_v2", "trainers", "data_builders", "hub_cards")
+SUBPACKAGES = ("data_builders.mini_mmeb", "data_builders.mining", "data_builders.formats", "trainers.evaluation")
 
 setup(
     name="unime-v2",
@@ -20,7 +22,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[f"unime_v2.{name}" for name in FOLDERS],
+    packages=[f"unime_v2.{name}" for name in FOLDERS + SUBPACKAGES],
     package_dir={f"unime_v2.{name}": name for name in FOLDERS},
     package_data={"unime_v2.hub_cards": ["*.md"]},
     install_requires=[

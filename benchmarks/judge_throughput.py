@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from unime_v2.data_builders.judge import JudgeScorer, set_pixel_budget
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
+from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer, set_pixel_budget
 
 
 def parse_args() -> argparse.Namespace:
@@ -102,8 +102,12 @@ def measure(judge: JudgeScorer, query: dict, candidates: list[dict], args: argpa
     t_prefix = best_time(lambda: judge.score(query, candidates), args.repeats, args.device)
     difference = float(np.abs(judge.score(query, candidates) - judge.score_full_pairs(query, candidates)).max())
     rates = {"a_generate": len(few) / t_generate, "b_full_batch": n / t_full, "c_prefix_shared": n / t_prefix}
-    return {**rates, "c_over_b": rates["c_prefix_shared"] / rates["b_full_batch"],
-            "b_over_a": rates["b_full_batch"] / rates["a_generate"], "max_abs_diff_b_c": difference}
+    return {
+        **rates,
+        "c_over_b": rates["c_prefix_shared"] / rates["b_full_batch"],
+        "b_over_a": rates["b_full_batch"] / rates["a_generate"],
+        "max_abs_diff_b_c": difference,
+    }
 
 
 def main() -> None:
@@ -112,24 +116,37 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         judge = build_judge(args, folder)
-        query = {"text": "Represent the given image with the following question: What is at the top left?",
-                 "image": noise_image(args.image_size, 0)}
+        query = {
+            "text": "Represent the given image with the following question: What is at the top left?",
+            "image": noise_image(args.image_size, 0),
+        }
         prefix = judge.encode(query, [{"text": "x", "image": None}]).prefix
-        text_candidates = [{"text": f"a small red circle at the top left number {i}", "image": None}
-                           for i in range(args.candidates)]
-        image_candidates = [{"text": "Represent the given image.", "image": noise_image(args.image_size, i + 1)}
-                            for i in range(args.candidates)]
-        results = {"text candidates": measure(judge, query, text_candidates, args),
-                   "image candidates": measure(judge, query, image_candidates, args)}
-    setup = (f"{args.kind}, LM hidden {args.hidden} x {args.layers} layers, {args.dtype} on {args.device} "
-             f"({torch.get_num_threads()} CPU threads), query prefix {len(prefix.input_ids)} tokens, "
-             f"{args.candidates} candidates, batch {args.batch_size}")
+        text_candidates = [
+            {"text": f"a small red circle at the top left number {i}", "image": None} for i in range(args.candidates)
+        ]
+        image_candidates = [
+            {"text": "Represent the given image.", "image": noise_image(args.image_size, i + 1)}
+            for i in range(args.candidates)
+        ]
+        results = {
+            "text candidates": measure(judge, query, text_candidates, args),
+            "image candidates": measure(judge, query, image_candidates, args),
+        }
+    setup = (
+        f"{args.kind}, LM hidden {args.hidden} x {args.layers} layers, {args.dtype} on {args.device} "
+        f"({torch.get_num_threads()} CPU threads), query prefix {len(prefix.input_ids)} tokens, "
+        f"{args.candidates} candidates, batch {args.batch_size}"
+    )
     print(setup)
-    print(f"{'candidates':<18}{'(a) generate':>14}{'(b) full batch':>16}{'(c) prefix':>12}{'c/b':>8}{'b/a':>8}"
-          f"{'|b-c|':>10}")
+    print(
+        f"{'candidates':<18}{'(a) generate':>14}{'(b) full batch':>16}{'(c) prefix':>12}{'c/b':>8}{'b/a':>8}"
+        f"{'|b-c|':>10}"
+    )
     for name, r in results.items():
-        print(f"{name:<18}{r['a_generate']:>14.1f}{r['b_full_batch']:>16.1f}{r['c_prefix_shared']:>12.1f}"
-              f"{r['c_over_b']:>8.1f}{r['b_over_a']:>8.1f}{r['max_abs_diff_b_c']:>10.1e}")
+        print(
+            f"{name:<18}{r['a_generate']:>14.1f}{r['b_full_batch']:>16.1f}{r['c_prefix_shared']:>12.1f}"
+            f"{r['c_over_b']:>8.1f}{r['b_over_a']:>8.1f}{r['max_abs_diff_b_c']:>10.1e}"
+        )
     print("(pairs/s; c/b and b/a are speed-up ratios)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -28,12 +28,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from train import mini_mmeb_splits  # noqa: E402  (examples/train.py: the tiny recipe's data split)
 
+from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mined_dataset  # noqa: E402
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone  # noqa: E402
-from unime_v2.data_builders.training_records import TrainingRecords, oracle_mined_dataset  # noqa: E402
 from unime_v2.trainers import (  # noqa: E402
     UniMEV2Collator,
     UniMEV2DataArguments,
@@ -43,6 +44,7 @@ from unime_v2.trainers import (  # noqa: E402
     candidate_cosines,
     symmetric_kl_loss,
 )
+
 
 TINY_TASKS = ["MiniImageNet-cls", "MiniCOCO-i2t", "MiniCOCO-t2i"]
 
@@ -92,7 +94,9 @@ def trainable_gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def time_steps(step: Callable[[], float], model: torch.nn.Module, steps: int, warmup: int, device: str, desc: str) -> list[float]:
+def time_steps(
+    step: Callable[[], float], model: torch.nn.Module, steps: int, warmup: int, device: str, desc: str
+) -> list[float]:
     durations = []
     for index in tqdm(range(warmup + steps), desc=desc, leave=False):
         model.zero_grad(set_to_none=True)
@@ -122,13 +126,22 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="unime_v2_throughput_"))
     backbone = build_tiny_backbone("qwen2_vl", workdir / "tiny_qwen2_vl", seed=0)
     data_args = UniMEV2DataArguments(
-        backbone=str(backbone), train_data="oracle:mini_mmeb", mini_mmeb_train_per_task=max(8, args.batch),
-        mini_mmeb_test_per_task=1, mini_mmeb_num_candidates=8, mini_mmeb_config=json.dumps({"tasks": TINY_TASKS}),
+        backbone=str(backbone),
+        train_data="oracle:mini_mmeb",
+        mini_mmeb_train_per_task=max(8, args.batch),
+        mini_mmeb_test_per_task=1,
+        mini_mmeb_num_candidates=8,
+        mini_mmeb_config=json.dumps({"tasks": TINY_TASKS}),
     )
     train_rows, _ = mini_mmeb_splits(data_args)
     dataset = TrainingRecords(oracle_mined_dataset(train_rows), num_hard_negatives=args.k)
-    records = [dataset[i] for i in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.batch].tolist()]
-    training_args = UniMEV2TrainingArguments(output_dir=str(workdir / "out"), lora_dropout=0.0, use_dora=False, report_to="none")
+    records = [
+        dataset[i]
+        for i in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.batch].tolist()
+    ]
+    training_args = UniMEV2TrainingArguments(
+        output_dir=str(workdir / "out"), lora_dropout=0.0, use_dora=False, report_to="none"
+    )
     torch.manual_seed(0)
     model = build_embedder(str(backbone), training_args).to(args.device).train()
     processor = base_embedder(model).processor
@@ -143,10 +156,21 @@ def main() -> None:
     worst = max((grads_ours[n] - grads_cache[n]).abs().max().item() for n in grads_ours)
     scale = max(g.abs().max().item() for g in grads_ours.values())
 
-    ours = time_steps(lambda: one_pass_step(model, collator, records, args.device), model, args.steps, args.warmup, args.device, "ours")
+    ours = time_steps(
+        lambda: one_pass_step(model, collator, records, args.device),
+        model,
+        args.steps,
+        args.warmup,
+        args.device,
+        "ours",
+    )
     cache = time_steps(
         lambda: grad_cache_step(model, processor, records, args.device, args.chunk),
-        model, args.steps, args.warmup, args.device, "gradcache",
+        model,
+        args.steps,
+        args.warmup,
+        args.device,
+        "gradcache",
     )
     ours_qps, cache_qps = args.batch / statistics.median(ours), args.batch / statistics.median(cache)
     result = {

@@ -35,6 +35,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
+
 BACKBONE_KINDS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 
 QWEN_SPECIAL_TOKENS = [
@@ -141,7 +142,9 @@ def _build_qwen(kind: str, image_size: int) -> tuple[torch.nn.Module, object]:
     if kind == "qwen2_vl":
         vision = {"depth": 2, "embed_dim": 32, "hidden_size": text["hidden_size"], "num_heads": 2, "mlp_ratio": 2}
         config = Qwen2VLConfig(text_config=text, vision_config=vision, **token_ids)
-        processor = Qwen2VLProcessor(image_processor, tokenizer, video_processor, chat_template=tokenizer.chat_template)
+        processor = Qwen2VLProcessor(
+            image_processor, tokenizer, video_processor, chat_template=tokenizer.chat_template
+        )
     else:
         vision = {
             "depth": 2,
@@ -210,7 +213,9 @@ def build_tiny_backbone(kind: str, out_dir: str | Path, seed: int = 0, image_siz
     if kind not in BACKBONE_KINDS:
         raise ValueError(f"unknown tiny backbone kind {kind!r}; choose one of {BACKBONE_KINDS}")
     torch.manual_seed(seed)
-    model, processor = _build_llava_onevision(image_size) if kind == "llava_onevision" else _build_qwen(kind, image_size)
+    model, processor = (
+        _build_llava_onevision(image_size) if kind == "llava_onevision" else _build_qwen(kind, image_size)
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

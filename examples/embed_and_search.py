@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModel
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 
+
 SHAPES = {"red circle": ((220, 40, 40), "ellipse"), "blue square": ((40, 60, 220), "rectangle")}
 
 
@@ -50,7 +51,10 @@ def main() -> None:
         ] + [{"text": name, "image": None} for name in SHAPES]
         queries = [
             {"text": "Find me an everyday image that matches the given caption: a red circle", "image": None},
-            {"text": "<|image_1|>\nFind an image caption describing the given image.", "image": draw(*SHAPES["blue square"])},
+            {
+                "text": "<|image_1|>\nFind an image caption describing the given image.",
+                "image": draw(*SHAPES["blue square"]),
+            },
         ]
         with torch.no_grad():
             scores = embedder.similarity(embedder.encode(queries), embedder.encode(candidates))

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from unime_v2.data_builders.mini_mmeb import (
+from unime_v2.data_builders.mini_mmeb.builder import (
     MiniMMEBConfig,
     build_mini_mmeb,
     export_companion_files,
@@ -45,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     """Build, save, export, summarise."""
     args = parse_args(argv)
     try:
-        config = MiniMMEBConfig(seed=args.seed, train_pairs=args.train_pairs, eval_queries=args.eval_queries,
-                                num_candidates=args.num_candidates, image_size=args.image_size)
+        config = MiniMMEBConfig(
+            seed=args.seed,
+            train_pairs=args.train_pairs,
+            eval_queries=args.eval_queries,
+            num_candidates=args.num_candidates,
+            image_size=args.image_size,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

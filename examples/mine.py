@@ -30,8 +30,9 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
-from unime_v2.data_builders.mining import mine
-from unime_v2.data_builders.mining_config import MiningConfig
+from unime_v2.data_builders.mining.config import MiningConfig
+from unime_v2.data_builders.mining.pipeline import mine
+
 
 KILL_ENV = "UNIME_V2_MINE_KILL_AFTER_SHARDS"
 
@@ -53,8 +54,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML file of MiningConfig fields")
     parser.add_argument("--output_dir", help="overrides the config's output_dir")
     parser.add_argument("--cache_dir", help="overrides the config's cache_dir")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
-                        help="override fields, values parsed as JSON (e.g. --set beta=0.2 max_queries=100)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override fields, values parsed as JSON (e.g. --set beta=0.2 max_queries=100)",
+    )
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="push the mined dataset with its card")
     return parser.parse_args()
 
@@ -72,8 +78,9 @@ def overrides(pairs: list[str]) -> dict:
 
 def main() -> None:
     args = parse_args()
-    config = MiningConfig.from_yaml(args.config, output_dir=args.output_dir, cache_dir=args.cache_dir,
-                                    **overrides(args.set))
+    config = MiningConfig.from_yaml(
+        args.config, output_dir=args.output_dir, cache_dir=args.cache_dir, **overrides(args.set)
+    )
     # cpu=True is what makes accelerate set up a gloo process group on CPU (MULTI_CPU) under a multi-process launch
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     kill = int(os.environ.get(KILL_ENV, "0"))

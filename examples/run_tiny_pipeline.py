@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+
 EXAMPLES = Path(__file__).resolve().parent
 
 
@@ -58,8 +59,11 @@ def summary_table(out: Path, seconds: dict[str, float]) -> str:
     judge = read_json(out / "judge" / "judge_training.json")
     mined = read_json(out / "mined" / "report.json")
     trained = read_json(out / "embedder" / "all_results.json")
-    losses = [entry["loss"] for entry in read_json(out / "embedder" / "trainer_state.json").get("log_history", [])
-              if "loss" in entry]
+    losses = [
+        entry["loss"]
+        for entry in read_json(out / "embedder" / "trainer_state.json").get("log_history", [])
+        if "loss" in entry
+    ]
     rows = [("stage", "result", "seconds")]
     before = judge.get("before", {}).get("heldout_in_pool", {})
     after = judge.get("after", {}).get("heldout_in_pool", {})
@@ -107,24 +111,48 @@ def main() -> None:
     seconds = {
         "judge": run_stage(
             "judge",
-            [python, str(EXAMPLES / "train_tiny_judge.py"), "--output_dir", str(out / "judge"),
-             "--seed", str(args.seed), "--max_steps", str(args.judge_steps)],
+            [
+                python,
+                str(EXAMPLES / "train_tiny_judge.py"),
+                "--output_dir",
+                str(out / "judge"),
+                "--seed",
+                str(args.seed),
+                "--max_steps",
+                str(args.judge_steps),
+            ],
             out / "judge" / "judge_training.json",
             out / "logs",
         ),
         "mine": run_stage(
             "mine",
-            [python, str(EXAMPLES / "mine.py"), "--config", str(EXAMPLES / "configs" / "mine_tiny.yaml"),
-             "--output_dir", str(out / "mined"), "--set", f"judge={json.dumps(str(out / 'judge'))}",
-             f"seed={args.seed}"],
+            [
+                python,
+                str(EXAMPLES / "mine.py"),
+                "--config",
+                str(EXAMPLES / "configs" / "mine_tiny.yaml"),
+                "--output_dir",
+                str(out / "mined"),
+                "--set",
+                f"judge={json.dumps(str(out / 'judge'))}",
+                f"seed={args.seed}",
+            ],
             out / "mined" / "report.json",
             out / "logs",
         ),
         "train": run_stage(
             "train",
-            [python, str(EXAMPLES / "train.py"), str(EXAMPLES / "configs" / "tiny.yaml"),
-             "--output_dir", str(out / "embedder"), "--train_data", str(out / "mined" / "dataset"),
-             "--seed", str(args.seed)],
+            [
+                python,
+                str(EXAMPLES / "train.py"),
+                str(EXAMPLES / "configs" / "tiny.yaml"),
+                "--output_dir",
+                str(out / "embedder"),
+                "--train_data",
+                str(out / "mined" / "dataset"),
+                "--seed",
+                str(args.seed),
+            ],
             out / "embedder" / "all_results.json",
             out / "logs",
         ),

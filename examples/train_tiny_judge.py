@@ -35,42 +35,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_steps", type=int, default=900)
     parser.add_argument("--mini_mmeb_seed", type=int, default=0)
     parser.add_argument("--train_pairs", type=int, default=1800, help="mini-MMEB train records (split over --tasks)")
-    parser.add_argument("--tasks", default="MiniImageNet-cls",
-                        help="comma-separated mini-MMEB IND tasks to train and measure on ('all' = the 9 IND tasks)")
+    parser.add_argument(
+        "--tasks",
+        default="MiniImageNet-cls",
+        help="comma-separated mini-MMEB IND tasks to train and measure on ('all' = the 9 IND tasks)",
+    )
     parser.add_argument("--heldout_fraction", type=float, default=0.15, help="train records held out for evaluation")
     parser.add_argument("--num_negatives", type=int, default=1, help="'No' pairs per 'Yes' pair")
     parser.add_argument("--batch_size", type=int, default=16, help="pairs per step")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=20)
-    parser.add_argument("--lr_scheduler_type", default="constant_with_warmup",
-                        help="constant: the plateau is left late in training, a decayed rate slows that down")
+    parser.add_argument(
+        "--lr_scheduler_type",
+        default="constant_with_warmup",
+        help="constant: the plateau is left late in training, a decayed rate slows that down",
+    )
     parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--eval_candidates", type=int, default=3,
-                        help="candidates per held-out query besides its positive")
+    parser.add_argument(
+        "--eval_candidates", type=int, default=3, help="candidates per held-out query besides its positive"
+    )
     parser.add_argument("--eval_rows", type=int, default=10, help="mini-MMEB test rows per task (0: skip that table)")
-    parser.add_argument("--backbone", default=None,
-                        help="start from this judge folder instead of a new tiny Qwen2.5-VL")
-    parser.add_argument("--init", choices=("auto", "scratch", "keep"), default="auto",
-                        help="scratch: re-draw weights at 1/sqrt(fan_in) (the tiny backbone's 0.02 init does not "
-                             "learn); "
-                             "auto: scratch for a new tiny backbone, keep for --backbone")
-    parser.add_argument("--image_side", type=int, default=112,
-                        help="resize images to this square side for the judge (saved in the processor; 0: keep)")
-    parser.add_argument("--centre_images", type=int, choices=(-1, 0, 1), default=-1,
-                        help="1: shift/scale the vision merger's output to zero mean, unit std on training images; "
-                             "-1: 1 for a new tiny backbone, 0 for --backbone")
-    parser.add_argument("--candidate_lm_weight", type=float, default=1.0,
-                        help="weight of the auxiliary LM loss on the positive's text (0: the paper's loss only)")
+    parser.add_argument(
+        "--backbone", default=None, help="start from this judge folder instead of a new tiny Qwen2.5-VL"
+    )
+    parser.add_argument(
+        "--init",
+        choices=("auto", "scratch", "keep"),
+        default="auto",
+        help="scratch: re-draw weights at 1/sqrt(fan_in) (the tiny backbone's 0.02 init does not "
+        "learn); "
+        "auto: scratch for a new tiny backbone, keep for --backbone",
+    )
+    parser.add_argument(
+        "--image_side",
+        type=int,
+        default=112,
+        help="resize images to this square side for the judge (saved in the processor; 0: keep)",
+    )
+    parser.add_argument(
+        "--centre_images",
+        type=int,
+        choices=(-1, 0, 1),
+        default=-1,
+        help="1: shift/scale the vision merger's output to zero mean, unit std on training images; "
+        "-1: 1 for a new tiny backbone, 0 for --backbone",
+    )
+    parser.add_argument(
+        "--candidate_lm_weight",
+        type=float,
+        default=1.0,
+        help="weight of the auxiliary LM loss on the positive's text (0: the paper's loss only)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny models)")
     parser.add_argument("--logging_steps", type=int, default=25)
-    parser.add_argument("--dataloader_num_workers", type=int, default=0,
-                        help="worker processes building batches (1 measured slower on 2 cores: 52 s vs 33 s per "
-                             "200 steps)")
+    parser.add_argument(
+        "--dataloader_num_workers",
+        type=int,
+        default=0,
+        help="worker processes building batches (1 measured slower on 2 cores: 52 s vs 33 s per 200 steps)",
+    )
     return parser.parse_args(argv)
 
 
-IND_TASKS = ("MiniImageNet-cls", "MiniVOC-cls", "MiniAttr-vqa", "MiniRel-vqa", "MiniCOCO-t2i", "MiniCOCO-i2t",
-             "MiniCIRR-cir", "MiniRefCOCO-grd", "MiniPointing-grd")
+IND_TASKS = (
+    "MiniImageNet-cls",
+    "MiniVOC-cls",
+    "MiniAttr-vqa",
+    "MiniRel-vqa",
+    "MiniCOCO-t2i",
+    "MiniCOCO-i2t",
+    "MiniCIRR-cir",
+    "MiniRefCOCO-grd",
+    "MiniPointing-grd",
+)
 
 
 def scratch_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -120,8 +157,8 @@ def centre_image_features_(model: torch.nn.Module, processor, images) -> None:
 
 
 def build_data(args: argparse.Namespace):
-    from unime_v2.data_builders.judge_pairs import build_judge_pairs, split_queries
-    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
+    from unime_v2.data_builders.formats.judge_pairs import build_judge_pairs, split_queries
+    from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
 
     tasks = list(IND_TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     config = MiniMMEBConfig(
@@ -143,7 +180,7 @@ def build_data(args: argparse.Namespace):
 
 
 def measure(scorer, args, records, heldout_ids, test_rows) -> dict:
-    from unime_v2.data_builders.judge_quality import judge_quality, judge_quality_eval_rows
+    from unime_v2.trainers.evaluation.judge_quality import judge_quality, judge_quality_eval_rows
 
     out = {
         "heldout_in_pool": judge_quality(
@@ -163,16 +200,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments
 
-    from unime_v2.data_builders.judge import JudgeScorer
-    from unime_v2.data_builders.judge_quality import format_quality_table
     from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
-    from unime_v2.trainers.pairwise_judge import PairwiseJudgeCollator, PairwiseJudgeTrainer
+    from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
+    from unime_v2.trainers.evaluation.judge_quality import format_quality_table
+    from unime_v2.trainers.judge_trainer import PairwiseJudgeCollator, PairwiseJudgeTrainer
 
     start = time.time()
     output_dir = Path(args.output_dir)
     records, train_ids, heldout_ids, pairs, test_rows = build_data(args)
-    print(f"mini-MMEB: {len(records)} train records -> {len(train_ids)} training queries, {len(heldout_ids)} held out; "
-          f"{len(pairs)} pairs ({pairs.num_positive} Yes / {pairs.num_negative} No)  [{time.time() - start:.1f} s]")
+    print(
+        f"mini-MMEB: {len(records)} train records -> {len(train_ids)} training queries, {len(heldout_ids)} held out; "
+        f"{len(pairs)} pairs ({pairs.num_positive} Yes / {pairs.num_negative} No)  [{time.time() - start:.1f} s]"
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
         backbone = args.backbone or str(build_tiny_backbone("qwen2_5_vl", Path(scratch) / "init", seed=args.seed))
@@ -222,8 +261,11 @@ def main(argv: list[str] | None = None) -> dict:
     result = trainer.train()
     train_seconds = time.time() - train_start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    print(f"trained {args.max_steps} steps in {train_seconds:.1f} s; loss {losses[0]:.3f} -> {losses[-1]:.3f}"
-          if losses else f"trained in {train_seconds:.1f} s")
+    print(
+        f"trained {args.max_steps} steps in {train_seconds:.1f} s; loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+        if losses
+        else f"trained in {train_seconds:.1f} s"
+    )
 
     trainer.save_model(str(output_dir))
     processor.save_pretrained(str(output_dir))
@@ -232,15 +274,21 @@ def main(argv: list[str] | None = None) -> dict:
     after = measure(judge, args, records, heldout_ids, test_rows)
 
     print()
-    for key, title in (("heldout_in_pool", "held-out train queries, positive + in-pool candidates"),
-                       ("test_rows", "mini-MMEB test rows, ground truth + first candidates (hard distractors)")):
+    for key, title in (
+        ("heldout_in_pool", "held-out train queries, positive + in-pool candidates"),
+        ("test_rows", "mini-MMEB test rows, ground truth + first candidates (hard distractors)"),
+    ):
         if key in before:
             print(f"### {title}")
             print(format_quality_table({"untrained": before[key], "trained": after[key]}))
             if len(after[key].per_dataset) > 1:
-                print("\nper task (AUC untrained -> trained): " + ", ".join(
-                    f"{name} {before[key].per_dataset[name]['auc']:.2f} -> {value['auc']:.2f}"
-                    for name, value in after[key].per_dataset.items()))
+                print(
+                    "\nper task (AUC untrained -> trained): "
+                    + ", ".join(
+                        f"{name} {before[key].per_dataset[name]['auc']:.2f} -> {value['auc']:.2f}"
+                        for name, value in after[key].per_dataset.items()
+                    )
+                )
             print()
     figures = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -252,8 +300,10 @@ def main(argv: list[str] | None = None) -> dict:
         "after": {k: v.to_dict() for k, v in after.items()},
     }
     (output_dir / "judge_training.json").write_text(json.dumps(figures, indent=2))
-    print(f"saved judge to {output_dir}  (JudgeScorer.from_pretrained({str(output_dir)!r}))  "
-          f"[total {figures['total_seconds']} s]")
+    print(
+        f"saved judge to {output_dir}  (JudgeScorer.from_pretrained({str(output_dir)!r}))  "
+        f"[total {figures['total_seconds']} s]"
+    )
     return figures
 
 

@@ -8,13 +8,10 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .markdown import markdown_rows
+
+
 TEMPLATE = Path(__file__).with_name("mined_dataset_card.md")
-
-
-def _rows(values: Mapping[str, Any]) -> str:
-    """Markdown table rows (no header) of ``values``; floats with 4 significant digits."""
-    return "\n".join(f"| {key} | {f'{value:.4g}' if isinstance(value, float) else value} |"
-                     for key, value in values.items())
 
 
 def _size_category(n: int) -> str:
@@ -37,17 +34,32 @@ def build_mined_dataset_card(report: Mapping[str, Any], repo_id: str, pretty_nam
         task_categories=["feature-extraction"],
         tags=["unime-v2", "hard-negative-mining", "mllm-as-a-judge", "multimodal-embedding"],
         size_categories=_size_category(int(report["counts"].get("queries", 0))),
-        unime_v2_mining={key: settings[key] for key in
-                         ("embedder", "judge", "delta", "beta", "top_k", "num_negatives", "interval", "seed", "pool")},
+        unime_v2_mining={
+            key: settings[key]
+            for key in ("embedder", "judge", "delta", "beta", "top_k", "num_negatives", "interval", "seed", "pool")
+        },
     )
     return DatasetCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         pretty_name=card_data.pretty_name,
         repo_id=repo_id,
-        settings_rows=_rows(settings),
-        count_rows=_rows(report["counts"]),
-        timing_rows=_rows(report["timings_s"]),
-        **{key: settings[key] for key in ("embedder", "judge", "judge_dtype", "pool", "delta", "top_k", "beta",
-                                           "interval", "num_negatives", "seed")},
+        settings_rows=markdown_rows(settings),
+        count_rows=markdown_rows(report["counts"]),
+        timing_rows=markdown_rows(report["timings_s"]),
+        **{
+            key: settings[key]
+            for key in (
+                "embedder",
+                "judge",
+                "judge_dtype",
+                "pool",
+                "delta",
+                "top_k",
+                "beta",
+                "interval",
+                "num_negatives",
+                "seed",
+            )
+        },
     )

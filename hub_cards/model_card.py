@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from .markdown import markdown_table
 
+
 TEMPLATE = Path(__file__).with_name("embedder_model_card.md")
 
 
@@ -26,7 +27,9 @@ def build_embedder_card(
         library_name="transformers",
         pipeline_tag="feature-extraction",
         tags=["unime-v2", "multimodal-embedding", "mmeb", config.backbone_type],
-        base_model=backbone_name if backbone_name and "/" in backbone_name and not backbone_name.startswith("/") else None,
+        base_model=backbone_name
+        if backbone_name and "/" in backbone_name and not backbone_name.startswith("/")
+        else None,
         datasets=datasets,
         license="apache-2.0",
     )

@@ -1,4 +1,7 @@
-"""UniME-V2 models as flat Hub remote code: they import only torch, transformers and each other."""
+"""UniME-V2 models as flat Hub remote code: they import only torch, transformers and each other.
+
+The embedder (``UniMEV2Model``) and the MLLM judge's scoring core (``JudgeScorer``: P(Yes) from one forward, the
+query prefix shared across candidates), which the mining pipeline and the judge trainer use."""
 
 from .configuration_unime_v2 import IMAGE_MARKER, SUPPORTED_BACKBONES, UniMEV2Config
 from .modeling_unime_v2 import (
@@ -10,8 +13,18 @@ from .modeling_unime_v2 import (
     official_position_ids,
 )
 from .processing_unime_v2 import UniMEV2Processor, load_item_image
+from .prompting_unime_v2 import JUDGE_PROMPT, PrefixNotShared, render_pair
+from .scoring_unime_v2 import DEFAULT_JUDGE, JudgeScorer, answer_token_id, set_pixel_budget
+
 
 __all__ = [
+    "DEFAULT_JUDGE",
+    "JUDGE_PROMPT",
+    "JudgeScorer",
+    "PrefixNotShared",
+    "answer_token_id",
+    "render_pair",
+    "set_pixel_budget",
     "IMAGE_MARKER",
     "SUPPORTED_BACKBONES",
     "UniMEV2Config",

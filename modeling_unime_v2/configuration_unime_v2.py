@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PretrainedConfig
 
+
 SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 PROMPT_FORMATS = ("official", "chat")
 IMAGE_MARKER = "<|image_1|>"

@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput, logging
 from .configuration_unime_v2 import SUPPORTED_BACKBONES, UniMEV2Config
 from .processing_unime_v2 import UniMEV2Processor
 
+
 logger = logging.get_logger(__name__)
 
 
@@ -97,7 +98,7 @@ class UniMEV2Model(UniMEV2PreTrainedModel):
     @classmethod
     def from_backbone(
         cls, name_or_path: str, processor_name_or_path: str | None = None, **kwargs: Any
-    ) -> "UniMEV2Model":
+    ) -> UniMEV2Model:
         """Wrap a plain pretrained VLM checkpoint (``*ForConditionalGeneration``) as a UniME-V2 embedder.
 
         The checkpoint is loaded with its upstream class (so transformers converts older key layouts), its LM head
@@ -125,7 +126,7 @@ class UniMEV2Model(UniMEV2PreTrainedModel):
         return model.to(vlm.dtype).eval()
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, *args: Any, **kwargs: Any) -> "UniMEV2Model":
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *args: Any, **kwargs: Any) -> UniMEV2Model:
         """Load a saved UniME-V2 embedder and, when the checkpoint has one, its processor."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         try:
@@ -133,7 +134,9 @@ class UniMEV2Model(UniMEV2PreTrainedModel):
                 pretrained_model_name_or_path, model.config, **_hub_kwargs(kwargs)
             )
         except (OSError, ValueError) as error:
-            logger.warning(f"No processor found with {pretrained_model_name_or_path}: {error}; attach one to encode().")
+            logger.warning(
+                f"No processor found with {pretrained_model_name_or_path}: {error}; attach one to encode()."
+            )
         return model
 
     def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:

@@ -21,13 +21,16 @@ from transformers.image_utils import load_image
 
 from .configuration_unime_v2 import IMAGE_MARKER, UniMEV2Config
 
+
 _MARKER_PATTERN = re.compile(r"<\|image_\d+\|>")
 
 
 def _image_token(backbone_processor: Any) -> str:
     token = getattr(backbone_processor, "image_token", None)
     if token is None:
-        raise ValueError(f"{type(backbone_processor).__name__} has no image_token; is this a vision-language processor?")
+        raise ValueError(
+            f"{type(backbone_processor).__name__} has no image_token; is this a vision-language processor?"
+        )
     return token
 
 
@@ -68,7 +71,7 @@ class UniMEV2Processor:
                 image_processor.size = size
 
     @classmethod
-    def from_pretrained(cls, path: str, config: UniMEV2Config, **kwargs: Any) -> "UniMEV2Processor":
+    def from_pretrained(cls, path: str, config: UniMEV2Config, **kwargs: Any) -> UniMEV2Processor:
         """Load the backbone processor saved at ``path`` (a folder or Hub id) and bind it to ``config``."""
         return cls(AutoProcessor.from_pretrained(path, **kwargs), config)
 

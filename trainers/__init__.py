@@ -1,25 +1,20 @@
 """Training of the UniME-V2 embedder: losses, arguments, collator, Trainer, MMEB precision@1."""
 
-from .collator import UniMEV2Collator
-from .config import UniMEV2DataArguments, UniMEV2TrainingArguments, lora_target_regex
+from .collators import UniMEV2Collator
+from .evaluation.mmeb import is_hit, precision_at_1
 from .losses import (
     LOSS_TYPES,
-    InfoNCELoss,
-    JSDivergenceLoss,
-    SymmetricKLLoss,
     candidate_cosines,
     infonce_loss,
     js_divergence_loss,
     symmetric_kl_loss,
 )
-from .mmeb_evaluator import is_hit, precision_at_1
 from .trainer import UniMEV2Trainer, base_embedder, build_embedder
+from .training_args import UniMEV2DataArguments, UniMEV2TrainingArguments, lora_target_regex
+
 
 __all__ = [
     "LOSS_TYPES",
-    "InfoNCELoss",
-    "JSDivergenceLoss",
-    "SymmetricKLLoss",
     "UniMEV2Collator",
     "UniMEV2DataArguments",
     "UniMEV2Trainer",

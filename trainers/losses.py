@@ -12,7 +12,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
 
 LOSS_TYPES = ("symmetric_kl", "js", "infonce")
 
@@ -126,42 +126,3 @@ def infonce_loss(
     logits = query @ F.normalize(candidates, dim=-1).T / tau
     targets = torch.arange(query.shape[0], device=logits.device) + query_offset
     return F.cross_entropy(logits, targets)
-
-
-class SymmetricKLLoss(nn.Module):
-    """Module form of :func:`symmetric_kl_loss` (holds τ)."""
-
-    def __init__(self, tau: float = 0.02):
-        super().__init__()
-        self.tau = tau
-
-    def forward(self, similarities: torch.Tensor, judge_scores: torch.Tensor) -> torch.Tensor:
-        return symmetric_kl_loss(similarities, judge_scores, self.tau)
-
-
-class JSDivergenceLoss(nn.Module):
-    """Module form of :func:`js_divergence_loss` (holds τ)."""
-
-    def __init__(self, tau: float = 0.02):
-        super().__init__()
-        self.tau = tau
-
-    def forward(self, similarities: torch.Tensor, judge_scores: torch.Tensor) -> torch.Tensor:
-        return js_divergence_loss(similarities, judge_scores, self.tau)
-
-
-class InfoNCELoss(nn.Module):
-    """Module form of :func:`infonce_loss` (holds τ)."""
-
-    def __init__(self, tau: float = 0.02):
-        super().__init__()
-        self.tau = tau
-
-    def forward(
-        self,
-        query_embeddings: torch.Tensor,
-        positive_embeddings: torch.Tensor,
-        hard_negative_embeddings: torch.Tensor | None = None,
-        query_offset: int = 0,
-    ) -> torch.Tensor:
-        return infonce_loss(query_embeddings, positive_embeddings, hard_negative_embeddings, self.tau, query_offset)

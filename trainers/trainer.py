@@ -29,9 +29,10 @@ from transformers import Trainer
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 
-from .config import UniMEV2TrainingArguments
+from .evaluation.mmeb import row_hits, summarize_hits
 from .losses import candidate_cosines, infonce_loss, js_divergence_loss, symmetric_kl_loss
-from .mmeb_evaluator import row_hits, summarize_hits
+from .training_args import UniMEV2TrainingArguments
+
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,9 @@ class UniMEV2Trainer(Trainer):
             )
         if self.accelerator.num_processes > 1:
             hits = gather_object(hits)
-        metrics = {f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in summarize_hits(hits).items()}
+        metrics = {
+            f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in summarize_hits(hits).items()
+        }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

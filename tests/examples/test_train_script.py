@@ -15,13 +15,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train.py"
 TINY = REPO / "examples" / "configs" / "tiny.yaml"
 # Short runs for the equivalence tests: few records, no evaluation, no warmup (so step 1 already moves weights).
 SHORT = [
-    "--eval_data", "none", "--mini_mmeb_train_per_task", "16", "--logging_steps", "1", "--disable_tqdm", "true",
-    "--warmup_steps", "0",
+    "--eval_data",
+    "none",
+    "--mini_mmeb_train_per_task",
+    "16",
+    "--logging_steps",
+    "1",
+    "--disable_tqdm",
+    "true",
+    "--warmup_steps",
+    "0",
 ]
 
 
@@ -111,7 +120,9 @@ def test_two_processes_follow_the_single_process_loss_curve(loss_type: str, tmp_
     the cross-process gather of in-batch candidates with gradients for the local shard."""
     overrides = [*SHORT, "--max_steps", "5", "--save_strategy", "no", "--loss_type", loss_type]
     one = start(train_command(tmp_path / "one", *overrides, "--per_device_train_batch_size", "8"), cwd=tmp_path)
-    two = start(train_command(tmp_path / "two", *overrides, "--per_device_train_batch_size", "4", processes=2), tmp_path)
+    two = start(
+        train_command(tmp_path / "two", *overrides, "--per_device_train_batch_size", "4", processes=2), tmp_path
+    )
     finish(one), finish(two)
     one, two = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
     assert len(one) == len(two) == 5
@@ -124,16 +135,28 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path: Path) -> None:
     """Kill (SIGKILL) once a checkpoint is complete, resume from it, and end with the same weights as a run that
     was never interrupted. LoRA dropout and random negative selection are on, so RNG state must be restored too."""
     overrides = [
-        *SHORT, "--max_steps", "12", "--save_steps", "3", "--save_total_limit", "10", "--lora_dropout", "0.1",
-        "--negative_selection", "random",
+        *SHORT,
+        "--max_steps",
+        "12",
+        "--save_steps",
+        "3",
+        "--save_total_limit",
+        "10",
+        "--lora_dropout",
+        "0.1",
+        "--negative_selection",
+        "random",
     ]
     straight_run = start(train_command(tmp_path / "straight", *overrides), cwd=tmp_path)
 
     interrupted = tmp_path / "interrupted"
     checkpoint = interrupted / "checkpoint-3"
     process = subprocess.Popen(
-        train_command(interrupted, *overrides), cwd=tmp_path, env=_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        train_command(interrupted, *overrides),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     while not (checkpoint / "trainer_state.json").exists() and process.poll() is None and time.time() < deadline:

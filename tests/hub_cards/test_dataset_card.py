@@ -8,20 +8,42 @@ import pytest
 from datasets import Dataset
 from huggingface_hub import DatasetCard, HfApi
 
-from unime_v2.data_builders.mined_format import MINED_FEATURES, make_mined_row
-from unime_v2.data_builders.mining import MiningResult
-from unime_v2.data_builders.mining_report import write_report
+from unime_v2.data_builders.formats.mined import MINED_FEATURES, make_mined_row
+from unime_v2.data_builders.mining.pipeline import MiningResult
+from unime_v2.data_builders.mining.report import write_report
 from unime_v2.hub_cards.dataset_card import build_mined_dataset_card
 
+
 REPORT = {
-    "settings": {"embedder": "TIGER-Lab/VLM2Vec-Qwen2VL-7B", "embedder_prompt_format": "official",
-                 "judge": "Qwen/Qwen2.5-VL-7B-Instruct", "judge_dtype": "bfloat16", "pool": "dataset",
-                 "delta": 0.95, "top_k": 50, "beta": 0.1, "num_negatives": 10, "interval": 5, "seed": 7,
-                 "prefix_sharing": True, "on_empty_pool": "skip", "data": "TIGER-Lab/MMEB-train",
-                 "data_split": "original"},
-    "counts": {"records": 1200, "queries": 1198, "skipped_empty_pool": 2, "pairs_judged": 61098,
-               "false_negatives_removed": 5123, "padded": 17, "fallbacks": 3, "pools_smaller_than_top_k": 40,
-               "duplicate_candidates": 311, "duplicate_queries": 4},
+    "settings": {
+        "embedder": "TIGER-Lab/VLM2Vec-Qwen2VL-7B",
+        "embedder_prompt_format": "official",
+        "judge": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "judge_dtype": "bfloat16",
+        "pool": "dataset",
+        "delta": 0.95,
+        "top_k": 50,
+        "beta": 0.1,
+        "num_negatives": 10,
+        "interval": 5,
+        "seed": 7,
+        "prefix_sharing": True,
+        "on_empty_pool": "skip",
+        "data": "TIGER-Lab/MMEB-train",
+        "data_split": "original",
+    },
+    "counts": {
+        "records": 1200,
+        "queries": 1198,
+        "skipped_empty_pool": 2,
+        "pairs_judged": 61098,
+        "false_negatives_removed": 5123,
+        "padded": 17,
+        "fallbacks": 3,
+        "pools_smaller_than_top_k": 40,
+        "duplicate_candidates": 311,
+        "duplicate_queries": 4,
+    },
     "timings_s": {"embed": 12.5, "retrieve": 0.8, "judge": 301.25},
     "scores": {"positives": {"count": 1198, "mean": 0.81}},
 }
@@ -30,29 +52,55 @@ REPORT = {
 def test_card_records_settings_and_report():
     card = build_mined_dataset_card(REPORT, "someone/mined-mmeb")
     text = str(card)
-    for needle in ("TIGER-Lab/VLM2Vec-Qwen2VL-7B", "Qwen/Qwen2.5-VL-7B-Instruct", "δ = 0.95", "β = 0.1",
-                   "top `50`", "(seed 7)", "| fallbacks | 3 |", "| false_negatives_removed | 5123 |",
-                   "| judge | 301.2 |", 'load_dataset("someone/mined-mmeb"'):
+    for needle in (
+        "TIGER-Lab/VLM2Vec-Qwen2VL-7B",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "δ = 0.95",
+        "β = 0.1",
+        "top `50`",
+        "(seed 7)",
+        "| fallbacks | 3 |",
+        "| false_negatives_removed | 5123 |",
+        "| judge | 301.2 |",
+        'load_dataset("someone/mined-mmeb"',
+    ):
         assert needle in text, needle
     reloaded = DatasetCard(text)  # the YAML front matter parses back
     metadata = reloaded.data.to_dict()
-    assert metadata["unime_v2_mining"] == {"embedder": "TIGER-Lab/VLM2Vec-Qwen2VL-7B",
-                                           "judge": "Qwen/Qwen2.5-VL-7B-Instruct", "delta": 0.95, "beta": 0.1,
-                                           "top_k": 50, "num_negatives": 10, "interval": 5, "seed": 7,
-                                           "pool": "dataset"}
+    assert metadata["unime_v2_mining"] == {
+        "embedder": "TIGER-Lab/VLM2Vec-Qwen2VL-7B",
+        "judge": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "delta": 0.95,
+        "beta": 0.1,
+        "top_k": 50,
+        "num_negatives": 10,
+        "interval": 5,
+        "seed": 7,
+        "pool": "dataset",
+    }
     assert metadata["size_categories"] == "1K<n<10K"
     assert "hard-negative-mining" in metadata["tags"]
 
 
 def test_push_to_hub_uploads_card_reports_and_dataset_without_network(tmp_path, monkeypatch):
-    row = make_mined_row(query_text="q", pos_text="p", pos_score=0.9, neg_texts=[f"n{i}" for i in range(10)],
-                         neg_scores=[0.1] * 10, source="A", query_id="A-0")
+    row = make_mined_row(
+        query_text="q",
+        pos_text="p",
+        pos_score=0.9,
+        neg_texts=[f"n{i}" for i in range(10)],
+        neg_scores=[0.1] * 10,
+        source="A",
+        query_id="A-0",
+    )
     dataset = Dataset.from_list([row], features=MINED_FEATURES)
     write_report(REPORT, tmp_path)
     (tmp_path / "judge_scores.png").write_bytes(b"\x89PNG fake")
     calls: list[tuple[str, dict]] = []
+
     def record(name):
-        return lambda self, repo_id=None, **kw: calls.append((name, {"repo_id": repo_id, **kw}) if repo_id else (name, kw))
+        return lambda self, repo_id=None, **kw: calls.append(
+            (name, {"repo_id": repo_id, **kw}) if repo_id else (name, kw)
+        )
 
     def push(self, repo_id, **kw):
         calls.append(("push_to_hub", {"repo_id": repo_id, "rows": len(self), **kw}))

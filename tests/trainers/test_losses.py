@@ -11,9 +11,6 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import logsumexp as np_logsumexp
 
 from unime_v2.trainers.losses import (
-    InfoNCELoss,
-    JSDivergenceLoss,
-    SymmetricKLLoss,
     candidate_cosines,
     infonce_loss,
     js_divergence_loss,
@@ -99,7 +96,7 @@ def test_infonce_matches_reference_with_in_batch_and_hard_negatives(with_hard_ne
         query_offset=offset,
     )
     assert ours.item() == pytest.approx(expected, rel=1e-5)
-    module = InfoNCELoss(0.05)(torch.tensor(query), torch.tensor(positives), None, offset)
+    module = infonce_loss(torch.tensor(query), torch.tensor(positives), None, 0.05, offset)
     assert module.item() == pytest.approx(reference_infonce(query, positives, np.arange(n) + offset, 0.05), rel=1e-5)
 
 
@@ -128,7 +125,9 @@ def test_divergences_are_finite_at_extreme_scores(loss_fn) -> None:
     assert torch.isfinite(loss) and loss.item() > 0
     assert torch.isfinite(sims.grad).all()
     reference = reference_symmetric_kl if loss_fn is symmetric_kl_loss else reference_js
-    assert loss.item() == pytest.approx(reference(sims.detach().double().numpy(), scores.double().numpy(), 0.01), rel=1e-4)
+    assert loss.item() == pytest.approx(
+        reference(sims.detach().double().numpy(), scores.double().numpy(), 0.01), rel=1e-4
+    )
 
 
 def test_infonce_is_finite_at_extreme_cosines() -> None:
@@ -138,14 +137,11 @@ def test_infonce_is_finite_at_extreme_cosines() -> None:
     assert torch.isfinite(loss) and torch.isfinite(embeddings.grad).all()
 
 
-def test_divergences_vanish_when_similarities_equal_scores_and_modules_agree() -> None:
+def test_divergences_vanish_when_similarities_equal_scores() -> None:
     sims, scores = _random_inputs(5)
     same = torch.tensor(scores, dtype=torch.float32)
     assert symmetric_kl_loss(same, same).item() == pytest.approx(0.0, abs=1e-6)
     assert js_divergence_loss(same, same).item() == pytest.approx(0.0, abs=1e-6)
-    sims_t = torch.tensor(sims, dtype=torch.float32)
-    assert SymmetricKLLoss(0.05)(sims_t, same).item() == symmetric_kl_loss(sims_t, same, 0.05).item()
-    assert JSDivergenceLoss(0.05)(sims_t, same).item() == js_divergence_loss(sims_t, same, 0.05).item()
 
 
 def test_bf16_inputs_are_computed_in_fp32() -> None:

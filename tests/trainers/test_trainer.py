@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, TrainerCallback
 
-from unime_v2.data_builders.training_records import TrainingRecords, oracle_mined_dataset
+from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mined_dataset
 from unime_v2.trainers import (
     UniMEV2Collator,
     UniMEV2Trainer,
@@ -23,10 +23,15 @@ from unime_v2.trainers import (
 @pytest.fixture(scope="module")
 def mini_rows():
     """Two MMEB-eval rows per mini-MMEB task (26 rows), the raw material of small oracle training sets."""
-    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
+    from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
 
     config = MiniMMEBConfig(
-        seed=2, train_pairs=0, eval_queries=2, num_candidates=12, caption_images=0, long_caption_images=0,
+        seed=2,
+        train_pairs=0,
+        eval_queries=2,
+        num_candidates=12,
+        caption_images=0,
+        long_caption_images=0,
         compositional_per_subset=0,
     )
     return build_mini_mmeb(config)["mmeb"]["test"]
@@ -93,8 +98,11 @@ def test_accumulated_micro_batches_give_the_large_batch_gradient(
     for batch, accumulation in ((8, 1), (4, 2)):
         capture = GradientCapture()
         args = training_args(
-            tmp_path / f"{batch}", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-            max_steps=1, loss_type=loss_type,
+            tmp_path / f"{batch}",
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            loss_type=loss_type,
         )
         make_trainer(tiny_qwen2_vl_dir, args, records, callbacks=[capture]).train()
         captured[batch] = capture.gradients
@@ -168,8 +176,9 @@ def test_collapsed_model_scores_zero_precision(mini_rows) -> None:
 
 def test_evaluate_reports_precision_on_mini_mmeb_rows(tiny_qwen2_vl_dir: Path, records, mini_rows, tmp_path) -> None:
     rows = list(mini_rows)
-    trainer = make_trainer(tiny_qwen2_vl_dir, training_args(tmp_path, per_device_eval_batch_size=64), records,
-                           mmeb_eval_rows=rows)
+    trainer = make_trainer(
+        tiny_qwen2_vl_dir, training_args(tmp_path, per_device_eval_batch_size=64), records, mmeb_eval_rows=rows
+    )
     metrics = trainer.evaluate()
     names = set(mini_rows["dataset"])
     assert {f"eval_precision_at_1_{name}" for name in names} <= set(metrics)

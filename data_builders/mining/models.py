@@ -1,0 +1,101 @@
+"""Loading the mining pipeline's two models: the retrieval embedder and the judge (``tiny:<kind>`` specs included)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import AutoConfig, AutoModel
+
+from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
+
+from ..tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
+from .config import MiningConfig
+
+
+TINY_PREFIX = "tiny:"
+
+
+def resolve_model(spec: str, cache_dir: Path, state: PartialState) -> str:
+    """A checkpoint path for ``spec``; ``tiny:<kind>[:<seed>]`` builds (once, on the main process) a tiny backbone.
+
+    The tiny folder is written to a temporary name and renamed, so a run killed while building leaves no broken
+    checkpoint behind.
+    """
+    if not spec.startswith(TINY_PREFIX):
+        return spec
+    kind, _, seed = spec[len(TINY_PREFIX) :].partition(":")
+    if kind not in BACKBONE_KINDS:
+        raise ValueError(f"{spec!r}: unknown tiny backbone kind {kind!r}; choose one of {BACKBONE_KINDS}")
+    target = cache_dir / "tiny_backbones" / f"{kind}-seed{seed or 0}"
+    with state.main_process_first():
+        if state.is_main_process and not target.exists():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_tiny_backbone(kind, tmp, seed=int(seed or 0))
+            tmp.rename(target)
+    return str(target)
+
+
+def load_embedder(path: str, prompt_format: str, dtype: str, device: torch.device) -> UniMEV2Model:
+    """A UniME-V2 checkpoint through ``AutoModel``; a plain VLM checkpoint wrapped with ``from_backbone``."""
+    torch_dtype = getattr(torch, dtype)
+    if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "unime_v2":
+        model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch_dtype)
+    else:
+        model = UniMEV2Model.from_backbone(path, prompt_format=prompt_format, dtype=torch_dtype)
+    return model.to(device).eval()
+
+
+def load_judge(path: str, config: MiningConfig, device: torch.device) -> JudgeScorer:
+    """The judge of ``config`` on ``device``."""
+    return JudgeScorer.from_pretrained(
+        path,
+        dtype=config.judge_dtype,
+        device=device,
+        attn_implementation=config.judge_attn_implementation,
+        min_pixels=config.judge_min_pixels,
+        max_pixels=config.judge_max_pixels,
+        batch_size=config.judge_batch_size,
+        prefix_sharing=config.prefix_sharing,
+    )
+
+
+def checkpoint_folder(spec_path: str) -> Path:
+    """The local folder of a checkpoint: the path itself, or the Hub snapshot of its small files (cached)."""
+    path = Path(spec_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(spec_path, allow_patterns=["*.json", "*.jinja", "*.txt", "*.py"]))
+
+
+def checkpoint_fingerprint(spec_path: str, extra: dict | None = None) -> str:
+    """Identify a checkpoint without loading it, plus ``extra`` settings (dtype, prompt format, …).
+
+    Hashes the JSON/template files in full and, per weight file, its name, size and first/last 64 KiB; for a Hub
+    id, the snapshot folder is named by the commit, which is hashed too. Keys the embedding cache and the judge
+    shards, so a finished stage is reused only with the same model and settings.
+    """
+    folder = checkpoint_folder(spec_path)
+    digest = hashlib.sha256(json.dumps(extra or {}, sort_keys=True, default=str).encode())
+    if not Path(spec_path).is_dir():
+        digest.update(f"{spec_path}@{folder.name}".encode())
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = file.relative_to(folder).as_posix()
+        if file.suffix in (".json", ".jinja", ".txt", ".py"):
+            digest.update(name.encode() + file.read_bytes())
+        elif file.suffix in (".safetensors", ".bin", ".model", ".pt"):
+            size = file.stat().st_size
+            with open(file, "rb") as handle:
+                head = handle.read(65536)
+                handle.seek(max(0, size - 65536))
+                tail = handle.read(65536)
+            digest.update(f"{name}:{size}".encode() + head + tail)
+    return digest.hexdigest()

@@ -1,0 +1,388 @@
+"""The mining pipeline end to end: multi-process = single-process, kill + resume = uninterrupted, the authors' JSON
+round trip, and bad inputs (missing/corrupt images, empty pools, duplicates, NaN embeddings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from datasets import Dataset, Features, Value, load_from_disk
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from unime_v2.data_builders.formats.mined import from_authors_json, iter_undecoded_rows, to_authors_json
+from unime_v2.data_builders.mining.config import MiningConfig
+from unime_v2.data_builders.mining.pipeline import mine
+from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
+
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "examples" / "mine.py"
+MINI_MMEB = {
+    "seed": 0,
+    "train_pairs": 45,
+    "eval_queries": 1,
+    "num_candidates": 2,
+    "caption_images": 0,
+    "long_caption_images": 0,
+    "compositional_per_subset": 0,
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run ~20x faster on one CPU thread than on two on small VMs (thread sync dominates)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------ subprocess runs
+
+
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory, tiny_backbone_dirs) -> Path:
+    """A small mini-MMEB mining config (45 queries, 12 shards) using the session's tiny backbones."""
+    path = tmp_path_factory.mktemp("mining_config") / "mine.yaml"
+    config = yaml.safe_load((REPO / "examples" / "configs" / "mine_tiny.yaml").read_text())
+    config.update(
+        mini_mmeb=MINI_MMEB,
+        embedder=str(tiny_backbone_dirs["qwen2_vl"]),
+        judge=str(tiny_backbone_dirs["qwen2_5_vl"]),
+        shard_size=4,
+        progress=False,
+    )
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_mine(
+    config: Path, output_dir: Path, processes: int = 1, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    args = [str(SCRIPT), "--config", str(config), "--output_dir", str(output_dir)]
+    if processes == 1:
+        command = [sys.executable, *args]
+    else:
+        # `--cpu --num_processes N` would start one process (accelerate's simple launcher, meant for mpirun);
+        # `--multi_gpu` starts N through torchrun, and the script's PartialState(cpu=True) makes them a gloo group.
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            *args,
+        ]
+    result = subprocess.run(command, env=env or ENV, capture_output=True, text=True, timeout=240, cwd=REPO)
+    if check and result.returncode != 0:
+        output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{output}")
+    return result
+
+
+def assert_same_dataset(dir_a: Path, dir_b: Path) -> None:
+    a, b = load_from_disk(str(dir_a / "dataset")), load_from_disk(str(dir_b / "dataset"))
+    assert len(a) == len(b) > 0
+    assert a.data.table.equals(b.data.table), "the mined datasets differ"
+    assert (dir_a / "mined.json").read_text() == (dir_b / "mined.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(run_config, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("uninterrupted")
+    run_mine(run_config, output)
+    return output
+
+
+def test_two_processes_give_the_one_process_dataset(run_config, uninterrupted, tmp_path):
+    run_mine(run_config, tmp_path, processes=2)
+    assert_same_dataset(uninterrupted, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["num_processes"] == 2 and report["resume"]["judge_shards_reused"] == 0
+    writers = {json.loads(p.read_text())["writer"] for p in (tmp_path / "cache" / "judge").glob("*/shard-*.json")}
+    assert writers == {0, 1}, "both processes must have judged shards"
+
+
+def test_killed_run_resumes_to_the_uninterrupted_dataset(run_config, uninterrupted, tmp_path):
+    killed = run_mine(run_config, tmp_path, env={**ENV, "UNIME_V2_MINE_KILL_AFTER_SHARDS": "3"}, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    shards = sorted((tmp_path / "cache" / "judge").glob("*/shard-*.json"))
+    assert len(shards) == 3 and not (tmp_path / "dataset").exists()
+    saved = {path: path.stat().st_mtime_ns for path in [*shards, *(tmp_path / "cache" / "embeddings").glob("*.npy")]}
+
+    run_mine(run_config, tmp_path)
+    assert_same_dataset(uninterrupted, tmp_path)
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in saved.items()), "saved work was recomputed"
+    resume = json.loads((tmp_path / "report.json").read_text())["resume"]
+    assert resume["judge_shards_reused"] == 3 and resume["embedding_chunks_computed"] == 0
+
+
+def test_authors_json_round_trip(uninterrupted, tmp_path):
+    mined = load_from_disk(str(uninterrupted / "dataset"))
+    image_root = uninterrupted / "authors_json"
+    loaded = from_authors_json(uninterrupted / "mined.json", image_root, show_progress_bar=False)
+    assert len(loaded) == len(mined)
+    for name in ("query_text", "pos_text", "neg_texts", "pos_score", "neg_scores"):
+        assert loaded[name] == mined[name], name
+    original, reread = next(iter_undecoded_rows(mined)), next(iter_undecoded_rows(loaded))
+    assert Path(reread["query_image"]["path"]).read_bytes() == original["query_image"]["bytes"]
+    to_authors_json(loaded, tmp_path / "again.json", image_root, show_progress_bar=False)
+    assert json.loads((tmp_path / "again.json").read_text()) == json.loads((uninterrupted / "mined.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------ in-process runs
+
+
+def colour(rgb: tuple[int, int, int], size: int = 48) -> Image.Image:
+    return Image.new("RGB", (size, size), rgb)
+
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
+NAMES = ["red", "green", "blue", "yellow", "cyan", "magenta"]
+
+
+def source_rows() -> list[dict]:
+    """A: text query -> image positive; B: image query -> text positive (one label repeated); C: a lone record."""
+    rows = [
+        {
+            "qry": f"Find me an everyday image that matches the given caption: a {n} square",
+            "qry_image": None,
+            "pos_text": "<|image_1|>\nRepresent the given image.\n",
+            "pos_image": colour(c),
+            "dataset": "A",
+        }
+        for n, c in zip(NAMES, COLOURS)
+    ]
+    rows += [
+        {
+            "qry": "<|image_1|>\nRepresent the given image for classification\n",
+            "qry_image": colour(c, 40 + 4 * i),
+            "pos_text": n,
+            "pos_image": None,
+            "dataset": "B",
+        }
+        for i, (n, c) in enumerate(zip(NAMES, COLOURS))
+    ]
+    rows.append(dict(rows[-1]))  # an exact duplicate record: its query repeats, its positive is a duplicate
+    rows.append({"qry": "What is this?", "qry_image": None, "pos_text": "nothing", "pos_image": None, "dataset": "C"})
+    return rows
+
+
+FEATURES = Features(
+    {
+        "qry": Value("string"),
+        "qry_image": ImageFeature(),
+        "pos_text": Value("string"),
+        "pos_image": ImageFeature(),
+        "dataset": Value("string"),
+    }
+)
+
+
+def save_source(rows: list[dict], path: Path, features: Features = FEATURES) -> str:
+    Dataset.from_list(rows, features=features).save_to_disk(str(path))
+    return str(path)
+
+
+def config_for(data: str, output: Path, dirs: dict, **overrides) -> MiningConfig:
+    values = dict(
+        data=data,
+        embedder=str(dirs["qwen2_vl"]),
+        judge=str(dirs["qwen2_5_vl"]),
+        delta=0.999,
+        beta=0.001,
+        shard_size=3,
+        progress=False,
+        faiss_gpu=False,
+        output_dir=str(output),
+        on_empty_pool="skip",
+    )
+    values.update(overrides)
+    return MiningConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, tiny_backbone_dirs):
+    root = tmp_path_factory.mktemp("small_run")
+    data = save_source(source_rows(), root / "source")
+    config = config_for(data, root / "out", tiny_backbone_dirs)
+    return config, mine(config)
+
+
+def test_mined_rows_match_an_independent_judge_and_the_report(small_run, tiny_backbone_dirs):
+    config, result = small_run
+    dataset, counts = result.dataset, result.report["counts"]
+    assert counts["records"] == 14 and counts["queries"] == 13
+    assert counts["skipped_empty_pool"] == 1 and result.report["skipped_query_ids"] == ["C-13"]
+    assert counts["duplicate_queries"] == 1 and counts["duplicate_candidates"] == 1
+    assert counts["pools_smaller_than_top_k"] == 13 and counts["pairs_judged"] == 6 * 6 + 7 * 6
+    judge = JudgeScorer.from_pretrained(config.judge, device="cpu")
+    fallbacks = 0
+    for row in dataset:
+        assert len(row["neg_texts"]) == 10 and all(s < config.delta for s in row["neg_similarities"])
+        positive = {"text": row["pos_text"].replace("<|image_1|>\n", "").strip(), "image": row["pos_image"]}
+        query = {"text": row["query_text"].replace("<|image_1|>\n", "").strip(), "image": row["query_image"]}
+        negatives = [
+            {"text": t.replace("<|image_1|>\n", "").strip(), "image": i}
+            for t, i in zip(row["neg_texts"], row["neg_images"])
+        ]
+        assert all(n["text"] != positive["text"] or n["image"] != positive["image"] for n in negatives)
+        expected = judge.score_full_pairs(query, [positive, *negatives])
+        assert abs(row["pos_score"] - expected[0]) < 1e-6
+        if row["neg_scores"] == [1.0] * 10:
+            fallbacks += 1
+        else:
+            np.testing.assert_allclose(row["neg_scores"], expected[1:], atol=1e-6, rtol=0)
+            assert all(s <= row["pos_score"] - config.beta + 1e-7 for s in row["neg_scores"])
+    assert fallbacks == counts["fallbacks"]
+    assert (result.output_dir / "judge_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| fallbacks" in (result.output_dir / "report.md").read_text()
+
+
+def test_rerun_reuses_every_saved_stage(small_run, monkeypatch):
+    config, first = small_run
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a model was loaded although everything was saved")
+
+    monkeypatch.setattr("unime_v2.data_builders.mining.pipeline.load_judge", fail)
+    monkeypatch.setattr("unime_v2.data_builders.mining.pipeline.load_embedder", fail)
+    again = mine(config)
+    assert again.dataset.data.table.equals(first.dataset.data.table)
+    assert again.report["resume"]["judge_shards_reused"] == again.report["resume"]["judge_shards"]
+
+
+def test_empty_pool_raises_by_default_naming_the_query(small_run, tmp_path, tiny_backbone_dirs):
+    config, _ = small_run
+    strict = config_for(
+        config.data, tmp_path, tiny_backbone_dirs, on_empty_pool="error", cache_dir=str(config.resolved_cache_dir)
+    )
+    with pytest.raises(ValueError, match=r"C-13.*on_empty_pool='skip'"):
+        mine(strict)
+
+
+def test_nan_embeddings_raise_naming_the_record(tmp_path, tiny_backbone_dirs, monkeypatch):
+    data = save_source(source_rows()[:6], tmp_path / "source")
+    original = UniMEV2Model.encode
+
+    def poisoned(self, items, *args, **kwargs):
+        out = original(self, items, *args, **kwargs)
+        out[2] = float("nan")
+        return out
+
+    monkeypatch.setattr(UniMEV2Model, "encode", poisoned)
+    with pytest.raises(ValueError, match=r"NaN.*record A-2 \(query\)"):
+        mine(config_for(data, tmp_path / "out", tiny_backbone_dirs))
+
+
+PATH_FEATURES = Features(
+    {
+        "qry": Value("string"),
+        "qry_image_path": Value("string"),
+        "pos_text": Value("string"),
+        "pos_image_path": Value("string"),
+        "dataset": Value("string"),
+    }
+)
+
+
+def path_rows(root: Path) -> list[dict]:
+    """MMEB-train style: image paths relative to an image root."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for name, rgb in zip(NAMES, COLOURS):
+        colour(rgb).save(root / "images" / f"{name}.png")
+        rows.append(
+            {
+                "qry": "<|image_1|>\nRepresent the given image for classification\n",
+                "qry_image_path": f"images/{name}.png",
+                "pos_text": name,
+                "pos_image_path": "",
+                "dataset": "A",
+            }
+        )
+    return rows
+
+
+def path_config(data: str, tmp_path: Path, root: Path, dirs: dict) -> MiningConfig:
+    return config_for(
+        data,
+        tmp_path / "out",
+        dirs,
+        image_root=str(root),
+        query_image_column="qry_image_path",
+        pos_image_column="pos_image_path",
+    )
+
+
+def test_missing_image_file_raises_naming_record_and_file(tmp_path, tiny_backbone_dirs):
+    root = tmp_path / "mmeb"
+    rows = path_rows(root)
+    rows[4]["qry_image_path"] = "images/lost.png"
+    data = save_source(rows, tmp_path / "source", PATH_FEATURES)
+    with pytest.raises(FileNotFoundError, match=r"record A-4 \(row 4\).*images/lost.png"):
+        mine(path_config(data, tmp_path, root, tiny_backbone_dirs))
+
+
+def test_corrupt_image_raises_naming_record_and_file(tmp_path, tiny_backbone_dirs):
+    root = tmp_path / "mmeb"
+    rows = path_rows(root)
+    (root / "images" / "blue.png").write_bytes(b"this is not a png")
+    data = save_source(rows, tmp_path / "source", PATH_FEATURES)
+    with pytest.raises(ValueError, match=r"record A-2 \(query\).*blue.png"):
+        mine(path_config(data, tmp_path, root, tiny_backbone_dirs))
+
+
+def test_path_images_keep_their_relative_paths(tmp_path, tiny_backbone_dirs):
+    root = tmp_path / "mmeb"
+    data = save_source(path_rows(root), tmp_path / "source", PATH_FEATURES)
+    result = mine(path_config(data, tmp_path, root, tiny_backbone_dirs))
+    assert result.dataset["query_image_path"] == [f"images/{n}.png" for n in NAMES]
+    records = json.loads((result.output_dir / "mined.json").read_text())
+    assert [r["query_image"] for r in records] == [f"images/{n}.png" for n in NAMES]
+    assert not (root / "images" / "A").exists()  # the authors' JSON points into the existing image root
+
+
+def test_tiny_spec_builds_backbones_on_the_fly(tmp_path):
+    data = save_source(source_rows()[:6], tmp_path / "source")
+    config = MiningConfig(
+        data=data,
+        embedder="tiny:qwen2_vl",
+        judge="tiny:llava_onevision",
+        output_dir=str(tmp_path),
+        progress=False,
+        faiss_gpu=False,
+        delta=0.999,
+        authors_json=False,
+    )
+    result = mine(config)
+    assert len(result.dataset) == 6
+    assert (tmp_path / "cache" / "tiny_backbones" / "llava_onevision-seed0" / "config.json").exists()
+    with pytest.raises(ValueError, match="unknown tiny backbone kind"):
+        mine(MiningConfig(data=data, embedder="tiny:gpt2", output_dir=str(tmp_path / "x"), progress=False))
+
+
+def test_embedder_errors_name_the_record(tmp_path, tiny_backbone_dirs):
+    rows = source_rows()[:6]
+    rows[3] = {**rows[3], "qry": "<|image_1|>\nRepresent the given image.", "qry_image": None}  # marker, no image
+    data = save_source(rows, tmp_path / "source")
+    with pytest.raises(ValueError, match=r"record A-3 \(query\).*image marker"):
+        mine(config_for(data, tmp_path / "out", tiny_backbone_dirs))
