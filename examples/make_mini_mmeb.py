@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from unime_v2.data_builders.mini_mmeb.builder import (
+from unime_v2.data_builders.mini_mmeb import (
     MiniMMEBConfig,
     build_mini_mmeb,
     export_companion_files,

@@ -94,7 +94,7 @@ def resolve_backbone(spec: str, args: UniMEV2TrainingArguments) -> str:
 def mini_mmeb_splits(data_args: UniMEV2DataArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Disjoint (train, held-out) mini-MMEB rows from one build: per task, the first ``mini_mmeb_test_per_task``
     rows are held out; the next ``mini_mmeb_train_per_task`` rows of in-distribution tasks are for training."""
-    from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
+    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
 
     n_test, n_train = data_args.mini_mmeb_test_per_task, data_args.mini_mmeb_train_per_task
     extra = json.loads(data_args.mini_mmeb_config) if data_args.mini_mmeb_config else {}

@@ -158,7 +158,7 @@ def centre_image_features_(model: torch.nn.Module, processor, images) -> None:
 
 def build_data(args: argparse.Namespace):
     from unime_v2.data_builders.formats.judge_pairs import build_judge_pairs, split_queries
-    from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
+    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
 
     tasks = list(IND_TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     config = MiniMMEBConfig(

@@ -26,7 +26,7 @@ from unime_v2.data_builders.formats.judge_pairs import (
     positive_keys,
     split_queries,
 )
-from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
+from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
 from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS, load_tiny_backbone
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 from unime_v2.trainers.evaluation.judge_quality import judge_quality, rankdata, roc_auc, spearman

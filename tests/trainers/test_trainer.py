@@ -23,7 +23,7 @@ from unime_v2.trainers import (
 @pytest.fixture(scope="module")
 def mini_rows():
     """Two MMEB-eval rows per mini-MMEB task (26 rows), the raw material of small oracle training sets."""
-    from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
+    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
 
     config = MiniMMEBConfig(
         seed=2,

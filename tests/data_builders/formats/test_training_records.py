@@ -187,7 +187,7 @@ def test_bad_scores_inside_a_mined_dataset_name_the_record() -> None:
 
 
 def test_oracle_demo_data_has_the_mined_schema_and_orders_negatives_hardest_first() -> None:
-    from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb, eval_candidates, oracle_score
+    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb, eval_candidates, oracle_score
 
     config = MiniMMEBConfig(
         seed=1,

@@ -17,7 +17,7 @@ import pytest
 from datasets import Image, List, load_from_disk
 from PIL import Image as PILImage
 
-from unime_v2.data_builders.mini_mmeb.builder import (
+from unime_v2.data_builders.mini_mmeb import (
     TASK_NAMES,
     MiniMMEBConfig,
     build_mini_mmeb,
@@ -73,7 +73,7 @@ def _facts(obj: dict) -> dict:
 def test_same_seed_is_identical_across_processes(small):
     """Same seed -> byte-equal datasets, also in a fresh interpreter with another hash seed."""
     code = (
-        "from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb\n"
+        "from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb\n"
         "import hashlib, pickle\n"
         f"b = build_mini_mmeb(MiniMMEBConfig(seed=0, **{SMALL!r}))\n"
         "h = hashlib.sha256()\n"

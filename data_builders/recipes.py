@@ -1,0 +1,148 @@
+"""One configuration path for every script, one grammar for the embedded defaults, one cache, one way to write.
+
+Every script (``examples/train.py``, ``examples/mine.py``, ``examples/train_tiny_judge.py``, …) declares its
+settings as dataclasses whose fields carry ``metadata={"help": …}`` and parses them with :class:`RecipeParser`:
+``--config recipe.yaml`` gives the values of a YAML recipe, and ``--<field> value`` on the command line overrides
+any of them (docs/architecture.md).
+
+Spec strings name the embedded defaults wherever a checkpoint or a dataset is expected:
+
+* ``tiny:<kind>[:<seed>]`` — a tiny random backbone (``qwen2_vl``, ``qwen2_5_vl``, ``llava_onevision``), built once
+  into ``<cache>/tiny_backbones/<kind>-seed<seed>``;
+* ``mini_mmeb`` — the generated benchmark's held-out rows (evaluation data);
+* ``oracle:mini_mmeb`` — mini-MMEB training records with ORACLE scores standing in for judge scores (demo only).
+
+The cache is ``$UNIME_V2_CACHE`` or ``~/.cache/unime_v2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from trl import TrlParser
+
+from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
+
+
+TINY_PREFIX = "tiny:"
+MINI_MMEB = "mini_mmeb"
+ORACLE_MINI_MMEB = "oracle:mini_mmeb"
+CACHE_ENV = "UNIME_V2_CACHE"
+
+
+class RecipeParser(TrlParser):
+    """``TrlParser`` whose ``--help`` also lists ``--config`` (the YAML recipe) and that returns only dataclasses.
+
+    Values come from the dataclass defaults, then the recipe, then the command line (last wins). A key of the
+    recipe that no dataclass has is an error naming the key and the file.
+    """
+
+    def __init__(self, dataclass_types: Iterable[type], **kwargs: Any) -> None:
+        super().__init__(dataclass_types, **kwargs)
+        self.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe: field values; the command line wins.")
+
+    def parse(self, argv: list[str] | None = None) -> tuple[Any, ...]:
+        """Parse ``argv`` (default ``sys.argv[1:]``) into one instance per dataclass."""
+        try:
+            outputs = self.parse_args_and_config(argv)
+        except ValueError as error:
+            config = _config_path(argv)
+            raise ValueError(f"{config or 'recipe'}: {error}") from error
+        return tuple(out for out in outputs if not isinstance(out, argparse.Namespace))
+
+
+def _config_path(argv: list[str] | None) -> str | None:
+    args = list(argv or [])
+    return args[args.index("--config") + 1] if "--config" in args[:-1] else None
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny backbones and other reusable artifacts live: ``$UNIME_V2_CACHE`` or ``~/.cache/unime_v2``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "unime_v2")
+
+
+def parse_tiny_spec(spec: str) -> tuple[str, int] | None:
+    """``tiny:<kind>[:<seed>]`` → ``(kind, seed)``; ``None`` for anything else (a folder or a Hub id)."""
+    if not spec.startswith(TINY_PREFIX):
+        return None
+    kind, _, seed = spec[len(TINY_PREFIX) :].partition(":")
+    if kind not in BACKBONE_KINDS:
+        raise ValueError(f"{spec!r}: unknown tiny backbone kind {kind!r}; choose one of {BACKBONE_KINDS}")
+    if seed and not seed.isdigit():
+        raise ValueError(f"{spec!r}: the seed after the kind must be a whole number, got {seed!r}")
+    return kind, int(seed or 0)
+
+
+def resolve_backbone(
+    spec: str, cache_dir: str | Path | None = None, main_process_first: Callable | None = None
+) -> str:
+    """A checkpoint folder or Hub id for ``spec``: as is, or a ``tiny:`` backbone built once into the cache.
+
+    Args:
+        spec: a folder, a Hub id, or ``tiny:<kind>[:<seed>]``.
+        cache_dir: the cache root (default :func:`default_cache_dir`).
+        main_process_first: a context-manager factory (``PartialState().main_process_first``) so that only the
+            main process builds under a multi-process launch; the others wait and reuse the folder.
+    """
+    parsed = parse_tiny_spec(spec)
+    if parsed is None:
+        return spec
+    kind, seed = parsed
+    target = Path(cache_dir or default_cache_dir()) / "tiny_backbones" / f"{kind}-seed{seed}"
+    with main_process_first() if main_process_first else nullcontext():
+        if not target.exists():
+            with atomic_directory(target) as tmp:
+                build_tiny_backbone(kind, tmp, seed=seed)
+    return str(target)
+
+
+class atomic_directory:  # noqa: N801 (a context manager used like a function)
+    """``with atomic_directory(target) as tmp:`` fill ``tmp``; on success it becomes ``target`` in one rename.
+
+    A run killed while writing leaves no half-written ``target`` behind (the temporary folder is replaced on the
+    next attempt).
+    """
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = Path(target)
+        self.tmp = self.target.with_name(f"{self.target.name}.tmp{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.target.exists():  # another process finished first: keep its copy
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.target)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def content_hash(*parts: bytes | str) -> str:
+    """The project's one content hash (SHA-256, hex) of ``parts``, each length-prefixed so that joins are unique."""
+    digest = hashlib.sha256()
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else part
+        digest.update(len(raw).to_bytes(8, "little") + raw)
+    return digest.hexdigest()
