@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,16 +27,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-from train import mini_mmeb_splits  # noqa: E402  (examples/train.py: the tiny recipe's data split)
-
 from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mined_dataset  # noqa: E402
+from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits  # noqa: E402
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone  # noqa: E402
 from unime_v2.trainers import (  # noqa: E402
     UniMEV2Collator,
-    UniMEV2DataArguments,
     UniMEV2TrainingArguments,
     base_embedder,
     build_embedder,
@@ -125,15 +119,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="unime_v2_throughput_"))
     backbone = build_tiny_backbone("qwen2_vl", workdir / "tiny_qwen2_vl", seed=0)
-    data_args = UniMEV2DataArguments(
-        backbone=str(backbone),
-        train_data="oracle:mini_mmeb",
-        mini_mmeb_train_per_task=max(8, args.batch),
-        mini_mmeb_test_per_task=1,
-        mini_mmeb_num_candidates=8,
-        mini_mmeb_config=json.dumps({"tasks": TINY_TASKS}),
-    )
-    train_rows, _ = mini_mmeb_splits(data_args)
+    train_rows, _ = mini_mmeb_splits(0, max(8, args.batch), 1, 8, {"tasks": TINY_TASKS})
     dataset = TrainingRecords(oracle_mined_dataset(train_rows), num_hard_negatives=args.k)
     records = [
         dataset[i]

@@ -1,4 +1,4 @@
-"""One configuration path for every script, one grammar for the embedded defaults, one cache, one way to write.
+"""One configuration path for every script, one grammar for the embedded defaults, one cache.
 
 Every script (``examples/train.py``, ``examples/mine.py``, ``examples/train_tiny_judge.py``, …) declares its
 settings as dataclasses whose fields carry ``metadata={"help": …}`` and parses them with :class:`RecipeParser`:
@@ -18,9 +18,7 @@ The cache is ``$UNIME_V2_CACHE`` or ``~/.cache/unime_v2``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 from trl import TrlParser
 
+from .storage import atomic_directory
 from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
 
 
@@ -101,48 +100,3 @@ def resolve_backbone(
             with atomic_directory(target) as tmp:
                 build_tiny_backbone(kind, tmp, seed=seed)
     return str(target)
-
-
-class atomic_directory:  # noqa: N801 (a context manager used like a function)
-    """``with atomic_directory(target) as tmp:`` fill ``tmp``; on success it becomes ``target`` in one rename.
-
-    A run killed while writing leaves no half-written ``target`` behind (the temporary folder is replaced on the
-    next attempt).
-    """
-
-    def __init__(self, target: str | Path) -> None:
-        self.target = Path(target)
-        self.tmp = self.target.with_name(f"{self.target.name}.tmp{os.getpid()}")
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.target.exists():  # another process finished first: keep its copy
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.target)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def content_hash(*parts: bytes | str) -> str:
-    """The project's one content hash (SHA-256, hex) of ``parts``, each length-prefixed so that joins are unique."""
-    digest = hashlib.sha256()
-    for part in parts:
-        raw = part.encode() if isinstance(part, str) else part
-        digest.update(len(raw).to_bytes(8, "little") + raw)
-    return digest.hexdigest()

@@ -35,8 +35,10 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import SUPPORTED_BACKBONES
 
-BACKBONE_KINDS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
+
+BACKBONE_KINDS = SUPPORTED_BACKBONES
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",

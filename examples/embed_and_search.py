@@ -9,17 +9,15 @@ A tiny random backbone produces meaningless rankings: it shows the API and the c
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
-from pathlib import Path
+import sys
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image, ImageDraw
-from transformers import AutoConfig, AutoModel
 
-from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
-from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.data_builders.mining import load_embedder
+from unime_v2.data_builders.recipes import RecipeParser, resolve_backbone
 
 
 SHAPES = {"red circle": ((220, 40, 40), "ellipse"), "blue square": ((40, 60, 220), "rectangle")}
@@ -31,41 +29,39 @@ def draw(color: tuple[int, int, int], shape: str, size: int = 64) -> Image.Image
     return image
 
 
-def load_embedder(model: str | None, workdir: Path) -> UniMEV2Model:
-    """A UniME-V2 checkpoint loads through AutoModel; a plain VLM checkpoint is wrapped with from_backbone."""
-    if model is None:
-        model = str(build_tiny_backbone("qwen2_vl", workdir / "tiny_qwen2_vl"))
-    if AutoConfig.from_pretrained(model, trust_remote_code=True).model_type == "unime_v2":
-        return AutoModel.from_pretrained(model, trust_remote_code=True)
-    return UniMEV2Model.from_backbone(model, prompt_format="official")
+@dataclass
+class EmbedAndSearchArguments:
+    """Which embedder to try."""
+
+    model: str = field(
+        default="tiny:qwen2_vl",
+        metadata={"help": "A UniME-V2 checkpoint, a plain Qwen2-VL / LLaVA-OV checkpoint, or tiny:<kind>."},
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="UniME-V2 checkpoint or plain Qwen2-VL/LLaVA-OV checkpoint")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        embedder = load_embedder(args.model, Path(tmp))
-        candidates = [
-            {"text": "<|image_1|>\nRepresent the given image.", "image": draw(*SHAPES[name])} for name in SHAPES
-        ] + [{"text": name, "image": None} for name in SHAPES]
-        queries = [
-            {"text": "Find me an everyday image that matches the given caption: a red circle", "image": None},
-            {
-                "text": "<|image_1|>\nFind an image caption describing the given image.",
-                "image": draw(*SHAPES["blue square"]),
-            },
-        ]
-        with torch.no_grad():
-            scores = embedder.similarity(embedder.encode(queries), embedder.encode(candidates))
-        names = [f"image: {n}" for n in SHAPES] + [f"text: {n}" for n in SHAPES]
-        print(f"embedding dim {embedder.config.hidden_size}, backbone {embedder.config.backbone_type}")
-        print("| query | " + " | ".join(names) + " |")
-        print("|---" * (len(names) + 1) + "|")
-        for query, row in zip(queries, scores.tolist()):
-            label = json.dumps(query["text"][:48])
-            print(f"| {label} | " + " | ".join(f"{value:+.3f}" for value in row) + " |")
+def main(argv: list[str] | None = None) -> None:
+    (args,) = RecipeParser(EmbedAndSearchArguments).parse(argv)
+    embedder = load_embedder(resolve_backbone(args.model), "official", "float32", torch.device("cpu"))
+    candidates = [
+        {"text": "<|image_1|>\nRepresent the given image.", "image": draw(*SHAPES[name])} for name in SHAPES
+    ] + [{"text": name, "image": None} for name in SHAPES]
+    queries = [
+        {"text": "Find me an everyday image that matches the given caption: a red circle", "image": None},
+        {
+            "text": "<|image_1|>\nFind an image caption describing the given image.",
+            "image": draw(*SHAPES["blue square"]),
+        },
+    ]
+    with torch.no_grad():
+        scores = embedder.similarity(embedder.encode(queries), embedder.encode(candidates))
+    names = [f"image: {n}" for n in SHAPES] + [f"text: {n}" for n in SHAPES]
+    print(f"embedding dim {embedder.config.hidden_size}, backbone {embedder.config.backbone_type}")
+    print("| query | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for query, row in zip(queries, scores.tolist()):
+        label = json.dumps(query["text"][:48])
+        print(f"| {label} | " + " | ".join(f"{value:+.3f}" for value in row) + " |")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

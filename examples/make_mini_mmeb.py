@@ -1,7 +1,7 @@
 """Generate Mini-MMEB, save it with ``save_to_disk`` and export it in MMEB's own file formats.
 
-    python examples/make_mini_mmeb.py --out DIR --seed 0 [--train-pairs 20000 --eval-queries 150
-                                                         --num-candidates 100 --image-size 64]
+    python examples/make_mini_mmeb.py --out DIR --seed 0 [--train_pairs 20000 --eval_queries 150
+                                                         --num_candidates 100 --image_size 64]
 
 Writes ``DIR/hf/<name>/`` (one ``DatasetDict`` per set: mmeb, caption_retrieval, long_caption, compositional) and
 ``DIR/mmeb/`` (``train/<dataset>.jsonl``, ``eval/<dataset>.jsonl``, ``companion/<name>.jsonl``, PNGs under
@@ -10,10 +10,10 @@ Writes ``DIR/hf/<name>/`` (one ``DatasetDict`` per set: mmeb, caption_retrieval,
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 from unime_v2.data_builders.mini_mmeb import (
     MiniMMEBConfig,
@@ -24,26 +24,26 @@ from unime_v2.data_builders.mini_mmeb import (
     make_vocab,
     summary_rows,
 )
+from unime_v2.data_builders.recipes import RecipeParser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options (defaults are MiniMMEBConfig's)."""
-    defaults = MiniMMEBConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--train-pairs", type=int, default=defaults.train_pairs)
-    p.add_argument("--eval-queries", type=int, default=defaults.eval_queries, help="eval queries per task")
-    p.add_argument("--num-candidates", type=int, default=defaults.num_candidates)
-    p.add_argument("--image-size", type=int, default=defaults.image_size, help="64-112 px")
-    p.add_argument("--no-save", action="store_true", help="skip save_to_disk")
-    p.add_argument("--no-export", action="store_true", help="skip the MMEB JSONL + PNG export")
-    return p.parse_args(argv)
+@dataclass
+class MakeMiniMMEBArguments:
+    """What to generate and where (defaults are ``MiniMMEBConfig``'s)."""
+
+    out: str = field(metadata={"help": "Output folder."})
+    seed: int = field(default=MiniMMEBConfig.seed, metadata={"help": "Everything is deterministic by seed."})
+    train_pairs: int = field(default=MiniMMEBConfig.train_pairs, metadata={"help": "MMEB-train style records."})
+    eval_queries: int = field(default=MiniMMEBConfig.eval_queries, metadata={"help": "Eval queries per task."})
+    num_candidates: int = field(default=MiniMMEBConfig.num_candidates, metadata={"help": "Candidates per query."})
+    image_size: int = field(default=MiniMMEBConfig.image_size, metadata={"help": "Image side, 64-112 px."})
+    no_save: bool = field(default=False, metadata={"help": "Skip save_to_disk."})
+    no_export: bool = field(default=False, metadata={"help": "Skip the MMEB JSONL + PNG export."})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Build, save, export, summarise."""
-    args = parse_args(argv)
+    (args,) = RecipeParser(MakeMiniMMEBArguments).parse(argv)
     try:
         config = MiniMMEBConfig(
             seed=args.seed,
@@ -81,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

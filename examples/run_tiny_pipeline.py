@@ -19,92 +19,18 @@ The final table is also written to ``<output_dir>/summary.md``. Stages whose out
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from unime_v2.data_builders.recipes import RecipeParser
+from unime_v2.data_builders.tiny_pipeline import TinyPipelineArguments, run_stage, summary_table
 
 
 EXAMPLES = Path(__file__).resolve().parent
 
 
-def run_stage(name: str, command: list[str], done_marker: Path, log_dir: Path) -> float:
-    """Run one stage as a subprocess (output streamed and logged); skip it if ``done_marker`` exists."""
-    if done_marker.exists():
-        print(f"\n=== {name}: reusing {done_marker.parent}", flush=True)
-        return 0.0
-    print(f"\n=== {name}: {' '.join(command)}", flush=True)
-    start = time.time()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread per process is fastest on a small CPU
-    with open(log_dir / f"{name}.log", "w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        for line in process.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        if process.wait() != 0:
-            raise SystemExit(f"stage {name!r} failed (exit {process.returncode}); see {log_dir / (name + '.log')}")
-    return time.time() - start
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def summary_table(out: Path, seconds: dict[str, float]) -> str:
-    """One markdown table of what each stage produced, read back from the stages' own output files."""
-    judge = read_json(out / "judge" / "judge_training.json")
-    mined = read_json(out / "mined" / "report.json")
-    trained = read_json(out / "embedder" / "all_results.json")
-    losses = [
-        entry["loss"]
-        for entry in read_json(out / "embedder" / "trainer_state.json").get("log_history", [])
-        if "loss" in entry
-    ]
-    rows = [("stage", "result", "seconds")]
-    before = judge.get("before", {}).get("heldout_in_pool", {})
-    after = judge.get("after", {}).get("heldout_in_pool", {})
-    if before and after:
-        rows.append(
-            (
-                "judge (tiny Qwen2.5-VL, pairwise Yes/No)",
-                f"AUC vs oracle {before.get('auc', float('nan')):.3f} -> {after.get('auc', float('nan')):.3f}",
-                f"{seconds.get('judge', 0):.0f}",
-            )
-        )
-    counts = mined.get("counts", {})
-    if counts:
-        rows.append(
-            (
-                "mine (tiny embedder + learned judge)",
-                f"{counts.get('queries')} queries, {counts.get('false_negatives_removed', '?')} false negatives "
-                f"removed, {counts.get('padded', '?')} padded, {counts.get('fallbacks', '?')} fallbacks",
-                f"{seconds.get('mine', 0):.0f}",
-            )
-        )
-    if trained and losses:
-        rows.append(
-            (
-                "train (UniME-V2 embedder, LoRA)",
-                f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; held-out precision@1 "
-                f"{trained['eval_untrained_precision_at_1']:.3f} -> {trained['eval_precision_at_1']:.3f}",
-                f"{seconds.get('train', 0):.0f}",
-            )
-        )
-    lines = [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines.insert(1, "|---|---|---|")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="runs/tiny")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--judge_steps", type=int, default=300)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    (args,) = RecipeParser(TinyPipelineArguments).parse(argv)
     out = Path(args.output_dir).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     python = sys.executable
@@ -133,9 +59,10 @@ def main() -> None:
                 str(EXAMPLES / "configs" / "mine_tiny.yaml"),
                 "--output_dir",
                 str(out / "mined"),
-                "--set",
-                f"judge={json.dumps(str(out / 'judge'))}",
-                f"seed={args.seed}",
+                "--judge",
+                str(out / "judge"),
+                "--seed",
+                str(args.seed),
             ],
             out / "mined" / "report.json",
             out / "logs",
@@ -145,6 +72,7 @@ def main() -> None:
             [
                 python,
                 str(EXAMPLES / "train.py"),
+                "--config",
                 str(EXAMPLES / "configs" / "tiny.yaml"),
                 "--output_dir",
                 str(out / "embedder"),
@@ -164,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from transformers import AutoConfig, PretrainedConfig
 
 
 SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
+MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+"""Backbones with Qwen-VL's multimodal rotary positions (M-RoPE) and pixel-budget image processors."""
 PROMPT_FORMATS = ("official", "chat")
 IMAGE_MARKER = "<|image_1|>"
+IMAGE_MARKER_PATTERN = re.compile(r"<\|image_\d+\|>")
+"""MMEB's image markers (``<|image_1|>``, …) wherever text is read: the processor, mining, the judge's pairs."""
+
+
+def strip_image_markers(text: str | None) -> str:
+    """``text`` without its image markers (nor the newline after each), surrounding whitespace stripped."""
+    return re.sub(IMAGE_MARKER_PATTERN.pattern + r"\n?", "", text or "").strip()
 
 
 class UniMEV2Config(PretrainedConfig):
@@ -96,4 +107,4 @@ class UniMEV2Config(PretrainedConfig):
     @property
     def uses_mrope(self) -> bool:
         """Qwen-VL backbones use multimodal RoPE, whose positions the official format replaces by 1-D positions."""
-        return self.backbone_type in ("qwen2_vl", "qwen2_5_vl")
+        return self.backbone_type in MROPE_MODEL_TYPES

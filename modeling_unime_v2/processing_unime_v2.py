@@ -12,17 +12,13 @@ and ``image`` (a PIL image, a path, or ``None``). Two prompt formats exist (see 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import AutoProcessor, BatchFeature
 from transformers.image_utils import load_image
 
-from .configuration_unime_v2 import IMAGE_MARKER, UniMEV2Config
-
-
-_MARKER_PATTERN = re.compile(r"<\|image_\d+\|>")
+from .configuration_unime_v2 import IMAGE_MARKER, IMAGE_MARKER_PATTERN, UniMEV2Config
 
 
 def _image_token(backbone_processor: Any) -> str:
@@ -32,6 +28,19 @@ def _image_token(backbone_processor: Any) -> str:
             f"{type(backbone_processor).__name__} has no image_token; is this a vision-language processor?"
         )
     return token
+
+
+def set_pixel_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Set a Qwen-VL image processor's pixel budget (``size`` shortest/longest edge, in pixels)."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None or (min_pixels is None and max_pixels is None):
+        return
+    size = dict(getattr(image_processor, "size", None) or {})
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    image_processor.size = size
 
 
 def load_item_image(image: Any, index: int) -> Any:
@@ -60,15 +69,8 @@ class UniMEV2Processor:
         self.backbone_processor = backbone_processor
         self.config = config
         self.image_token = _image_token(backbone_processor)
-        image_processor = getattr(backbone_processor, "image_processor", None)
-        if config.uses_mrope and image_processor is not None:
-            size = dict(getattr(image_processor, "size", None) or {})
-            if config.min_pixels is not None:
-                size["shortest_edge"] = config.min_pixels
-            if config.max_pixels is not None:
-                size["longest_edge"] = config.max_pixels
-            if size:
-                image_processor.size = size
+        if config.uses_mrope:
+            set_pixel_budget(backbone_processor, config.min_pixels, config.max_pixels)
 
     @classmethod
     def from_pretrained(cls, path: str, config: UniMEV2Config, **kwargs: Any) -> UniMEV2Processor:
@@ -85,7 +87,7 @@ class UniMEV2Processor:
 
     def format_text(self, text: str, has_image: bool, index: int = 0) -> str:
         """The exact string given to the backbone processor for one item."""
-        markers = _MARKER_PATTERN.findall(text)
+        markers = IMAGE_MARKER_PATTERN.findall(text)
         if len(markers) > int(has_image):
             raise ValueError(
                 f"item {index}: text has {len(markers)} image marker(s) {markers} but "
@@ -94,8 +96,8 @@ class UniMEV2Processor:
         if self.config.prompt_format == "official" and self.config.uses_mrope:
             if has_image and not markers:
                 text = f"{IMAGE_MARKER}\n{text}"
-            return _MARKER_PATTERN.sub(self.image_token, text)
-        bare = _MARKER_PATTERN.sub("", text).strip()
+            return IMAGE_MARKER_PATTERN.sub(self.image_token, text)
+        bare = IMAGE_MARKER_PATTERN.sub("", text).strip()
         content: list[dict[str, str]] = [{"type": "image"}] if has_image else []
         if bare:
             content.append({"type": "text", "text": bare})

@@ -24,13 +24,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .configuration_unime_v2 import MROPE_MODEL_TYPES
+
 
 JUDGE_PROMPT = (
     "I will provide you with a query and a candidate. Please evaluate whether the candidate meets the requirements "
     "of the query. If it does, respond with 'Yes'; if it doesn't, respond with 'No'."
 )
 _CUT = "\ue000UNIME_V2_PREFIX_END\ue000"
-MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
 class PrefixNotShared(ValueError):

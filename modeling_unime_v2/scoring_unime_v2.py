@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging
 
+from .processing_unime_v2 import set_pixel_budget
 from .prompting_unime_v2 import (
     JUDGE_PROMPT,
     MROPE_MODEL_TYPES,
@@ -74,19 +75,6 @@ def answer_token_id(tokenizer: Any, word: str) -> int:
 
 def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype)
-
-
-def set_pixel_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
-    """Set a Qwen-VL image processor's pixel budget (``size`` shortest/longest edge, in pixels)."""
-    image_processor = getattr(processor, "image_processor", None)
-    if image_processor is None or (min_pixels is None and max_pixels is None):
-        return
-    size = dict(getattr(image_processor, "size", None) or {})
-    if min_pixels is not None:
-        size["shortest_edge"] = min_pixels
-    if max_pixels is not None:
-        size["longest_edge"] = max_pixels
-    image_processor.size = size
 
 
 class JudgeScorer:

@@ -17,6 +17,14 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built ``tiny:`` backbones go to a cache of this test session (subprocesses inherit it), not the user's."""
+    path = tmp_path_factory.mktemp("unime_v2_cache")
+    os.environ["UNIME_V2_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{kind: folder}`` for the tiny Qwen2-VL, Qwen2.5-VL and LLaVA-OneVision checkpoints (saved like Hub ones)."""

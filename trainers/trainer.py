@@ -207,6 +207,7 @@ class UniMEV2Trainer(Trainer):
         super().save_model(os.path.join(output_dir, ADAPTER_SUBFOLDER), _internal_call)
         if self.args.should_save:
             self.save_merged_model(output_dir)
+            self.create_model_card()
         self.accelerator.wait_for_everyone()
 
     def save_merged_model(self, output_dir: str) -> None:
@@ -217,3 +218,41 @@ class UniMEV2Trainer(Trainer):
         merged.processor = processor
         merged.save_pretrained(output_dir)
         logger.info(f"Saved the merged UniME-V2 embedder to {output_dir} (adapter in {ADAPTER_SUBFOLDER}/)")
+
+    # ----------------------------------------------------------------------------------------------- the card
+    def card_settings(self) -> dict[str, Any]:
+        """The training settings a model card records (method, LoRA, optimisation, data)."""
+        args = self.args
+        settings: dict[str, Any] = {
+            "loss": args.loss_type,
+            "tau": args.tau,
+            "hard negatives per query": args.num_hard_negatives,
+            "LoRA": f"r={args.lora_r}, alpha={args.lora_alpha}, dropout={args.lora_dropout}"
+            if args.use_lora
+            else "off",
+            "learning rate": args.learning_rate,
+            "global batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+            "steps": self.state.global_step,
+            "seed": args.seed,
+        }
+        name = getattr(self.train_dataset, "name", None)
+        if name:
+            settings["training data"] = name
+        return settings
+
+    def create_model_card(self, metrics: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Write ``README.md`` in ``output_dir``: the embedder's card (docs/architecture.md), from its config, the
+        training settings and ``metrics`` (default: the evaluation metrics logged so far). Main process only."""
+        if not self.is_world_process_zero():
+            return
+        from unime_v2.hub_cards.model_card import build_embedder_card
+
+        if metrics is None:
+            metrics = {k: v for entry in self.state.log_history for k, v in entry.items() if k.startswith("eval_")}
+        shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and "eval" in k}
+        config = base_embedder(self.accelerator.unwrap_model(self.model)).config
+        repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        name = getattr(self.train_dataset, "name", None)
+        datasets = [name] if name and "/" in name and not os.path.exists(name) else None
+        card = build_embedder_card(config, repo_id, self.card_settings(), shown or None, datasets)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
+
+from unime_v2.data_builders.formats.training_records import NEGATIVE_SELECTIONS, PAD_POLICIES
 
 from .losses import LOSS_TYPES
 
 
-NEGATIVE_SELECTIONS = ("first", "random")
-PAD_POLICIES = ("error", "repeat")
 DEFAULT_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LANGUAGE_MODEL_LAYERS = r"backbone\.language_model\.layers\.\d+"
 """Where the decoder blocks of the Qwen2 language model live in a ``UniMEV2Model`` (all supported backbones)."""
@@ -183,7 +184,7 @@ class UniMEV2DataArguments:
     mini_mmeb_train_per_task: int = field(default=64, metadata={"help": "mini-MMEB training queries per task."})
     mini_mmeb_test_per_task: int = field(default=16, metadata={"help": "mini-MMEB held-out rows per task."})
     mini_mmeb_num_candidates: int = field(default=16, metadata={"help": "mini-MMEB candidates per row."})
-    mini_mmeb_config: str | None = field(
+    mini_mmeb_config: dict[str, Any] | str | None = field(
         default=None,
         metadata={
             "help": "More MiniMMEBConfig fields as JSON (a mapping in YAML), e.g. colors, shapes, sizes, tasks."

@@ -18,8 +18,6 @@ slot of the judge prompt, exactly as the mining pipeline feeds :class:`~unime_v2
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,17 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import strip_image_markers
+
 from ..mining.records import RecordColumns
+from ..storage import content_hash, item_key
 
-
-_MARKER = re.compile(r"<\|image_\d+\|>\n?")
 
 YES, NO = 1, 0
 
 
 def judge_text(text: str | None) -> str:
     """The text the judge reads: MMEB image markers removed, surrounding whitespace stripped."""
-    return _MARKER.sub("", text or "").strip()
+    return strip_image_markers(text)
 
 
 # The judge's pairs read the same columns as mining does (mini-MMEB / MMEB-train names by default).
@@ -60,13 +59,13 @@ def _image_fingerprint(value: Any) -> str:
         return "-"
     if isinstance(value, Mapping):
         if value.get("bytes") is not None:
-            return "b:" + hashlib.sha1(value["bytes"]).hexdigest()
-        return f"p:{value['path']}" if value.get("path") else "-"
+            return "sha256:" + content_hash(value["bytes"])
+        return f"path:{value['path']}" if value.get("path") else "-"
     if isinstance(value, str):
-        return "p:" + value
+        return "path:" + value
     if hasattr(value, "tobytes"):  # PIL image
         header = f"{value.mode}:{value.size}".encode()
-        return "i:" + hashlib.sha1(header + value.tobytes()).hexdigest()
+        return "pixels:" + content_hash(header + value.tobytes())
     raise TypeError(f"cannot read an image cell of type {type(value).__name__}")
 
 
@@ -101,7 +100,7 @@ def positive_keys(records: Any, columns: PairColumns = PairColumns()) -> list[st
     raw = _undecoded(records, [columns.pos_image])
     texts = _column(raw, columns.pos_text)
     images = _column(raw, columns.pos_image)
-    return [hashlib.sha1(f"{t}\x00{_image_fingerprint(i)}".encode()).hexdigest() for t, i in zip(texts, images)]
+    return [item_key(t, _image_fingerprint(i)) for t, i in zip(texts, images)]
 
 
 def _describe(records: Any, index: int, columns: PairColumns, source: str) -> str:

@@ -88,6 +88,13 @@ _NEG_LIST_COLUMNS = ("neg_images", "neg_image_paths", "neg_scores", "neg_similar
 _SIMILARITY_SLACK = 1e-3  # cosines computed in bf16/fp16 may exceed 1 by rounding
 
 
+def repeat_to(values: Sequence[int], length: int) -> list[int]:
+    """Repeat ``values`` in order until there are ``length`` of them (``[a, b] -> [a, b, a, b, …]``)."""
+    if not values:
+        raise ValueError("cannot repeat an empty list")
+    return [values[i % len(values)] for i in range(length)]
+
+
 def _fail(index: int | str, message: str, where: str = "") -> ValueError:
     prefix = f"{where}: " if where else ""
     return ValueError(f"{prefix}record {index}: {message}")

@@ -32,6 +32,7 @@ from .mined import (
     from_authors_json,
     iter_undecoded_rows,
     make_mined_row,
+    repeat_to,
     validate_mined_record,
 )
 
@@ -54,11 +55,6 @@ def select_negatives(
         rng = np.random.default_rng([seed, record_index])
         return sorted(rng.choice(num_stored, size=k, replace=False).tolist())
     raise ValueError(f"negative_selection={selection!r}; choose one of {NEGATIVE_SELECTIONS}")
-
-
-def repeat_to(indices: list[int], k: int) -> list[int]:
-    """Repeat ``indices`` in order until there are k (``[a, b]`` → ``[a, b, a, b, a]`` for k = 5)."""
-    return [indices[j % len(indices)] for j in range(k)]
 
 
 def _image_missing(image: Mapping[str, Any] | None) -> str | None:

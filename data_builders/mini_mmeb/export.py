@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
+
+from ..storage import content_hash
 
 
 def _write_png(data: dict | None, rel_dir: str, out_dir: str, written: set[str]) -> str:
@@ -13,7 +14,7 @@ def _write_png(data: dict | None, rel_dir: str, out_dir: str, written: set[str])
     if data is None:
         return ""
     raw = data["bytes"]
-    rel = f"{rel_dir}/{hashlib.sha1(raw).hexdigest()[:20]}.png"
+    rel = f"{rel_dir}/{content_hash(raw)[:20]}.png"
     if rel not in written:
         path = os.path.join(out_dir, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -3,7 +3,7 @@
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives, cyclical_order
-from .models import load_embedder, load_judge, resolve_model
+from .models import load_embedder, load_judge
 from .pipeline import MiningResult, load_source, mine
 from .records import ImageRef, Item, QueryRecord, RecordColumns, load_query_records
 from .report import plot_score_histogram, score_summary, write_report
@@ -33,7 +33,6 @@ __all__ = [
     "load_source",
     "mine",
     "plot_score_histogram",
-    "resolve_model",
     "retrieve",
     "score_summary",
     "write_report",

@@ -1,120 +1,114 @@
-"""Every knob of the hard-negative mining pipeline, in one dataclass (read from YAML by ``examples/mine.py``)."""
+"""Every knob of the hard-negative mining pipeline, in one dataclass (a YAML recipe + command line, ``examples/mine.py``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .records import RecordColumns
 from .retrieval import POOL_MODES
 
 
 EMPTY_POOL_POLICIES = ("error", "skip")
 
 
+def _help(default: Any, text: str) -> Any:
+    """A dataclass field with a default and the ``--help`` text the script parser shows."""
+    return field(default=default, metadata={"help": text})
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    """A mapping given as a dict (YAML), a JSON string (command line) or ``None`` (empty)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"MiningConfig.{name}: not a JSON mapping: {value!r} ({error})") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"MiningConfig.{name} must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
 @dataclass
 class MiningConfig:
-    """Settings of :func:`unime_v2.data_builders.mining.pipeline.mine`.
+    """Settings of :func:`unime_v2.data_builders.mining.pipeline.mine` (docs/mining.md; the sampling rules:
+    docs/method.md §3). ``examples/mine.py`` reads them from a YAML recipe (``--config``) and the command line."""
 
-    Data:
-        data: ``"mini_mmeb"`` (generated, offline), a folder written by ``save_to_disk`` (a ``Dataset`` or a
-            ``DatasetDict``), or a Hub dataset id.
-        data_split: split to mine (``train``).
-        data_subsets: Hub dataset configs to mine and concatenate (MMEB-train: one per source dataset); the subset
-            name becomes the ``source`` when the data has no source column.
-        mini_mmeb: keyword arguments of ``MiniMMEBConfig`` when ``data == "mini_mmeb"``.
-        query_text_column, query_image_column, pos_text_column, pos_image_column, source_column, query_id_column:
-            column names (mini-MMEB / MMEB-train: ``qry``, ``qry_image``/``qry_image_path``, ``pos_text``,
-            ``pos_image``/``pos_image_path``, ``dataset``); ``query_id_column=None`` makes ids ``<source>-<row>``.
-        image_root: folder that relative image paths start from (MMEB-train's root holding ``images/``).
-        max_queries: mine only the first N records (smoke runs).
-
-    Embedder (global retrieval):
-        embedder: a UniME-V2 checkpoint, a plain VLM checkpoint (wrapped with ``UniMEV2Model.from_backbone``), or
-            ``tiny:<kind>[:<seed>]`` for a tiny random backbone built on the fly.
-        embedder_prompt_format: ``official`` (VLM2Vec/UniME-V2 released checkpoints) or ``chat``.
-        embedder_dtype, embed_batch_size: precision and batch size of the embedder.
-        embed_chunk_size: items per cached embedding file.
-
-    Retrieval:
-        pool: ``dataset`` (positives of the query's own source dataset) or ``global`` (all positives).
-        delta: candidates with ``cos >= delta`` are dropped (near-duplicates / likely false negatives).
-        top_k: candidates kept per query (50 in the paper).
-        faiss_gpu: use a faiss GPU index when faiss has GPUs.
-
-    Judge:
-        judge: checkpoint of the judge (Qwen2.5-VL-7B-Instruct in the paper) or ``tiny:<kind>[:<seed>]``.
-        judge_dtype, judge_batch_size: precision and candidates per forward pass.
-        judge_min_pixels, judge_max_pixels: the Qwen-VL processor's pixel budget for the judge.
-        judge_attn_implementation: e.g. ``sdpa`` or ``flash_attention_2`` (``None``: the model's default).
-        prefix_sharing: run the query prefix once per query (exact; see ``JudgeScorer``).
-
-    Sampling (SPEC §3):
-        beta: false negative if ``s > s_pos - beta``.
-        num_negatives: negatives stored per query (10).
-        interval: step of the cyclical sampling (5).
-        seed: seeds the fallback draw and the tiny backbones.
-        on_empty_pool: ``error`` (raise, naming the queries) or ``skip`` (leave them out, listed in the report).
-
-    Run:
-        output_dir: dataset, report, histogram and (optional) authors' JSON go here.
-        cache_dir: embeddings, retrieval results, judge shards and tiny backbones (default ``output_dir/cache``).
-        shard_size: queries per judge-score shard (the unit of resumption).
-        authors_json: also export ``mined.json`` in the authors' format.
-        authors_json_image_root: where that JSON's relative image paths point (default: ``image_root`` if set,
-            else ``output_dir/authors_json``; images without a file there are written there).
-        progress: show tqdm progress bars.
-    """
-
-    data: str = "mini_mmeb"
-    data_split: str = "train"
-    data_subsets: list[str] | None = None
-    mini_mmeb: dict[str, Any] = field(default_factory=dict)
-    query_text_column: str = "qry"
-    query_image_column: str = "qry_image"
-    pos_text_column: str = "pos_text"
-    pos_image_column: str = "pos_image"
-    source_column: str = "dataset"
-    query_id_column: str | None = None
-    image_root: str | None = None
-    max_queries: int | None = None
-
-    embedder: str = "tiny:qwen2_vl"
-    embedder_prompt_format: str = "official"
-    embedder_dtype: str = "float32"
-    embed_batch_size: int = 16
-    embed_chunk_size: int = 1024
-
-    pool: str = "dataset"
-    delta: float = 0.95
-    top_k: int = 50
-    faiss_gpu: bool = True
-
-    judge: str = "tiny:qwen2_5_vl"
-    judge_dtype: str = "float32"
-    judge_batch_size: int = 64
-    judge_min_pixels: int | None = None
-    judge_max_pixels: int | None = None
-    judge_attn_implementation: str | None = None
-    prefix_sharing: bool = True
-
-    beta: float = 0.1
-    num_negatives: int = 10
-    interval: int = 5
-    seed: int = 0
-    on_empty_pool: str = "error"
-
-    output_dir: str = "mined"
-    cache_dir: str | None = None
-    shard_size: int = 64
-    authors_json: bool = True
-    authors_json_image_root: str | None = None
-    progress: bool = True
+    # ---- data
+    data: str = _help("mini_mmeb", "mini_mmeb (generated, offline), a save_to_disk folder, or a Hub dataset id.")
+    data_split: str = _help("train", "Split to mine.")
+    data_subsets: list[str] | None = _help(
+        None,
+        "Hub dataset configs to mine and concatenate (MMEB-train: one per source dataset; the name becomes "
+        "the source when the data has no source column).",
+    )
+    mini_mmeb: dict[str, Any] | str | None = _help(
+        None, "MiniMMEBConfig fields (a mapping, or JSON) for data=mini_mmeb."
+    )
+    columns: RecordColumns | str | None = _help(
+        None,
+        "Column names, a mapping (or JSON) of RecordColumns fields: query_text (qry), query_image (qry_image), "
+        "pos_text (pos_text), pos_image (pos_image), source (dataset), query_id (none: ids are <source>-<row>).",
+    )
+    image_root: str | None = _help(None, "Folder that relative image paths start from (MMEB-train: holds images/).")
+    max_queries: int | None = _help(None, "Mine only the first N records (smoke runs).")
+    # ---- embedder (global retrieval)
+    embedder: str = _help(
+        "tiny:qwen2_vl",
+        "A UniME-V2 checkpoint, a plain VLM checkpoint (wrapped with UniMEV2Model.from_backbone), or "
+        "tiny:<kind>[:<seed>].",
+    )
+    embedder_prompt_format: str = _help("official", "official (VLM2Vec / UniME-V2 released checkpoints) | chat.")
+    embedder_dtype: str = _help("float32", "Embedder weights dtype.")
+    embed_batch_size: int = _help(16, "Items per embedder forward.")
+    embed_chunk_size: int = _help(1024, "Items per cached embedding file (the unit of resumption).")
+    # ---- retrieval
+    pool: str = _help("dataset", "Candidate pool of a query: dataset (its own source dataset) | global (all).")
+    delta: float = _help(0.95, "Candidates with cos >= delta are dropped (near-duplicates, likely false negatives).")
+    top_k: int = _help(50, "Candidates kept per query (paper: 50).")
+    faiss_gpu: bool = _help(True, "Use a faiss GPU index when faiss has GPUs.")
+    # ---- judge
+    judge: str = _help(
+        "tiny:qwen2_5_vl", "The judge checkpoint (paper: Qwen2.5-VL-7B-Instruct) or tiny:<kind>[:<seed>]."
+    )
+    judge_dtype: str = _help("float32", "Judge weights dtype.")
+    judge_batch_size: int = _help(64, "Candidates per judge forward.")
+    judge_min_pixels: int | None = _help(None, "Qwen-VL pixel budget of the judge, lower bound.")
+    judge_max_pixels: int | None = _help(None, "Qwen-VL pixel budget of the judge, upper bound.")
+    judge_attn_implementation: str | None = _help(None, "e.g. sdpa or flash_attention_2 (none: the model's default).")
+    prefix_sharing: bool = _help(True, "Run each query's prefix once and its candidates as suffixes (exact).")
+    # ---- sampling
+    beta: float = _help(0.1, "False negative if s > s_pos - beta.")
+    num_negatives: int = _help(10, "Negatives stored per query (paper: 10).")
+    interval: int = _help(5, "Step of the cyclical sampling (paper: 5).")
+    seed: int = _help(0, "Seeds the fallback draw.")
+    on_empty_pool: str = _help("error", "A query with no candidate: error (raise, naming it) | skip (reported).")
+    # ---- run
+    output_dir: str = _help("mined", "Dataset, report, histogram and the authors' JSON go here.")
+    cache_dir: str | None = _help(
+        None, "Embeddings, retrieval results and judge shards (default output_dir/cache): the resume state."
+    )
+    shard_size: int = _help(64, "Queries per judge-score shard (the unit of resumption).")
+    authors_json: bool = _help(True, "Also export mined.json in the authors' format.")
+    authors_json_image_root: str | None = _help(
+        None, "Where that JSON's relative image paths point (default image_root, else output_dir/authors_json)."
+    )
+    progress: bool = _help(True, "Show progress bars.")
+    push_to_hub: str | None = _help(None, "Push the mined dataset with its card to this Hub repo id.")
 
     def __post_init__(self) -> None:
+        self.mini_mmeb = _mapping(self.mini_mmeb, "mini_mmeb")
+        if not isinstance(self.columns, RecordColumns):
+            columns = _mapping(self.columns, "columns")
+            unknown = sorted(set(columns) - {f.name for f in dataclasses.fields(RecordColumns)})
+            if unknown:
+                raise ValueError(f"MiningConfig.columns: unknown column setting(s) {unknown}")
+            self.columns = RecordColumns(**columns)
         self.validate()
 
     def validate(self) -> None:
@@ -145,17 +139,6 @@ class MiningConfig:
     @property
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else Path(self.output_dir) / "cache"
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> MiningConfig:
-        """Read a YAML file of field values; ``overrides`` (e.g. ``output_dir``) win. Unknown keys raise."""
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown MiningConfig field(s) {unknown}")
-        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,8 +10,8 @@ never leaves a half-written chunk behind.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
+from ..storage import atomic_write_bytes
+
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` via a temporary file + rename (readers never see a partial file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def model_fingerprint(model: torch.nn.Module, extra: dict | None = None) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..formats.mined import repeat_to
+
 
 @dataclass(frozen=True)
 class SampledNegatives:
@@ -38,13 +40,6 @@ class SampledNegatives:
 def cyclical_order(n: int, interval: int) -> list[int]:
     """Positions ``0, i, 2i, … , 1, 1+i, … , 2, 2+i, …`` of a list of length ``n``: spreads a pick over difficulty."""
     return [position for start in range(min(interval, n)) for position in range(start, n, interval)]
-
-
-def repeat_to(values: Sequence[int], length: int) -> list[int]:
-    """Repeat ``values`` in order until there are ``length`` of them (``[a, b] -> [a, b, a, b, …]``)."""
-    if not values:
-        raise ValueError("cannot repeat an empty list")
-    return [values[i % len(values)] for i in range(length)]
 
 
 def query_seed(seed: int, query_key: str) -> list[int]:

@@ -4,42 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from transformers import AutoConfig, AutoModel
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
-from ..tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
 from .config import MiningConfig
-
-
-TINY_PREFIX = "tiny:"
-
-
-def resolve_model(spec: str, cache_dir: Path, state: PartialState) -> str:
-    """A checkpoint path for ``spec``; ``tiny:<kind>[:<seed>]`` builds (once, on the main process) a tiny backbone.
-
-    The tiny folder is written to a temporary name and renamed, so a run killed while building leaves no broken
-    checkpoint behind.
-    """
-    if not spec.startswith(TINY_PREFIX):
-        return spec
-    kind, _, seed = spec[len(TINY_PREFIX) :].partition(":")
-    if kind not in BACKBONE_KINDS:
-        raise ValueError(f"{spec!r}: unknown tiny backbone kind {kind!r}; choose one of {BACKBONE_KINDS}")
-    target = cache_dir / "tiny_backbones" / f"{kind}-seed{seed or 0}"
-    with state.main_process_first():
-        if state.is_main_process and not target.exists():
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            build_tiny_backbone(kind, tmp, seed=int(seed or 0))
-            tmp.rename(target)
-    return str(target)
 
 
 def load_embedder(path: str, prompt_format: str, dtype: str, device: torch.device) -> UniMEV2Model:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,14 +27,16 @@ from accelerate import PartialState
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from tqdm.auto import tqdm
 
+from unime_v2.data_builders.recipes import resolve_backbone
+from unime_v2.data_builders.storage import atomic_directory
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT
 
 from ..formats.mined import MINED_FEATURES, make_mined_row, to_authors_json
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler
-from .models import checkpoint_fingerprint, load_embedder, load_judge, resolve_model
-from .records import Item, QueryRecord, RecordColumns, load_query_records
+from .models import checkpoint_fingerprint, load_embedder, load_judge
+from .records import Item, QueryRecord, load_query_records
 from .report import plot_score_histogram, score_summary, write_report
 from .retrieval import CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
 from .shards import ShardStore
@@ -101,8 +102,8 @@ def load_source(config: MiningConfig) -> Dataset:
         parts = []
         for subset in config.data_subsets:
             part = load_dataset(config.data, subset, split=config.data_split)
-            if config.source_column not in part.column_names:
-                part = part.add_column(config.source_column, [subset] * len(part))
+            if config.columns.source not in part.column_names:
+                part = part.add_column(config.columns.source, [subset] * len(part))
             parts.append(part)
         dataset = concatenate_datasets(parts)
     else:
@@ -110,17 +111,6 @@ def load_source(config: MiningConfig) -> Dataset:
     if config.max_queries is not None:
         dataset = dataset.select(range(min(config.max_queries, len(dataset))))
     return dataset
-
-
-def record_columns(config: MiningConfig) -> RecordColumns:
-    return RecordColumns(
-        config.query_text_column,
-        config.query_image_column,
-        config.pos_text_column,
-        config.pos_image_column,
-        config.source_column,
-        config.query_id_column,
-    )
 
 
 def _hash(*parts: Any) -> str:
@@ -168,7 +158,7 @@ def embed_all(
     """Query and candidate embeddings (from the cache where present). Returns them, the embedder fingerprint and
     cache statistics."""
     cache_dir = config.resolved_cache_dir
-    path = resolve_model(config.embedder, cache_dir, state)
+    path = resolve_backbone(config.embedder, main_process_first=state.main_process_first)
     fingerprint = checkpoint_fingerprint(
         path, {"prompt_format": config.embedder_prompt_format, "dtype": config.embedder_dtype}
     )
@@ -283,7 +273,7 @@ def judge_all(
 ) -> tuple[ShardStore, dict[str, Any]]:
     """Score every active query's positive and candidates, shard by shard; processes share the pending shards."""
     cache_dir = config.resolved_cache_dir
-    path = resolve_model(config.judge, cache_dir, state)
+    path = resolve_backbone(config.judge, main_process_first=state.main_process_first)
     judge_fingerprint = checkpoint_fingerprint(
         path,
         {
@@ -431,11 +421,8 @@ def _write_outputs(
 ) -> Path:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    target, tmp = output_dir / "dataset", output_dir / ".dataset.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_directory(output_dir / "dataset", replace=True) as tmp:
+        dataset.save_to_disk(str(tmp))
     plot_score_histogram(
         scores["positives"], scores["candidates"], scores["selected"], output_dir / "judge_scores.png"
     )
@@ -462,7 +449,7 @@ def mine(
     state = state or PartialState(cpu=not torch.cuda.is_available())
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    records = load_query_records(load_source(config), record_columns(config), config.image_root)
+    records = load_query_records(load_source(config), config.columns, config.image_root)
     if not records:
         raise ValueError(f"{config.data} ({config.data_split}) has no records to mine")
     pools = build_pools(records, config.pool)

@@ -8,10 +8,8 @@ a content key (text + image), which identifies duplicates and keys the embedding
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +17,9 @@ from typing import Any
 from datasets import Dataset, Image
 from PIL import Image as PILImage
 
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import strip_image_markers
 
-_MARKER = re.compile(r"<\|image_\d+\|>\n?")
+from ..storage import content_hash, item_key
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class ImageRef:
     def key(self) -> str:
         """Content identity: the hash of the bytes, or the path for file-only images (cheap at MMEB scale)."""
         if self.bytes is not None:
-            return "sha256:" + hashlib.sha256(self.bytes).hexdigest()
+            return "sha256:" + content_hash(self.bytes)
         return "path:" + os.path.normpath(self.path or "")
 
     def to_feature(self) -> dict[str, Any]:
@@ -72,12 +71,12 @@ class Item:
     def key(self) -> str:
         """Same text and same image <=> same key; duplicates in a pool are found by it."""
         image_key = self.image.key if self.image is not None else "-"
-        return hashlib.sha256(f"{self.text}\x00{image_key}".encode()).hexdigest()
+        return item_key(self.text, image_key)
 
     @property
     def bare_text(self) -> str:
         """The text without the MMEB image marker (what the judge reads; the image goes in its own slot)."""
-        return _MARKER.sub("", self.text).strip()
+        return strip_image_markers(self.text)
 
     def embedder_item(self, where: str) -> dict[str, Any]:
         """``{"text", "image"}`` for :meth:`UniMEV2Model.encode`, with the image decoded (errors name ``where``)."""

@@ -10,9 +10,10 @@ setting never reuses stale scores.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from ..storage import atomic_write_bytes
 
 
 class ShardStore:
@@ -56,15 +57,8 @@ class ShardStore:
 
         ``writer`` (the process index) is kept for diagnostics; the scores never depend on it.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.path(shard)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({"shard": shard, "writer": writer, "records": records}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        return target
+        payload = json.dumps({"shard": shard, "writer": writer, "records": records})
+        return atomic_write_bytes(self.path(shard), payload.encode("utf-8"))
 
     def read(self, shard: int) -> list[dict[str, Any]]:
         """The records of a finished shard; a damaged file raises an error naming it (delete it to recompute)."""

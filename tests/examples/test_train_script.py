@@ -46,7 +46,7 @@ def train_command(output_dir: Path, *overrides: str, processes: int = 1) -> list
     ``accelerate launch --cpu --num_processes N`` would start only ONE process (accelerate's CPU launcher expects
     mpirun), so the multi-process CPU run goes through torchrun via ``--multi_gpu``.
     """
-    script = [str(TRAIN), str(TINY), "--output_dir", str(output_dir), *overrides]
+    script = [str(TRAIN), "--config", str(TINY), "--output_dir", str(output_dir), *overrides]
     if processes == 1:
         return [sys.executable, *script]
     launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes)]

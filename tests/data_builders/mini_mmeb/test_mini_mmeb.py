@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -403,35 +402,30 @@ def test_zero_sizes_build_empty_sets():
     assert all(len(built[n]["test"]) == 0 for n in ("caption_retrieval", "long_caption", "compositional"))
 
 
-def test_cli_smoke(tmp_path, capsys):
-    path = Path(__file__).resolve().parents[2] / "examples" / "make_mini_mmeb.py"
-    spec = importlib.util.spec_from_file_location("make_mini_mmeb", path)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert (
-        cli.main(
-            [
-                "--out",
-                str(tmp_path),
-                "--seed",
-                "3",
-                "--train-pairs",
-                "30",
-                "--eval-queries",
-                "2",
-                "--num-candidates",
-                "8",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert "MiniCIRR-cir" in out and "generate" in out
+def test_cli_smoke(tmp_path):
+    script = Path(__file__).resolve().parents[3] / "examples" / "make_mini_mmeb.py"
+    args = [
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "3",
+        "--train_pairs",
+        "30",
+        "--eval_queries",
+        "2",
+        "--num_candidates",
+        "8",
+    ]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MiniCIRR-cir" in done.stdout and "generate" in done.stdout
     assert load_from_disk(str(tmp_path / "hf" / "mmeb"))["test"].num_rows == 2 * len(TASK_NAMES)
     assert (tmp_path / "mmeb" / "eval" / "MiniCIRR-cir.jsonl").exists()
     assert (tmp_path / "mmeb" / "companion" / "compositional.jsonl").exists()
-    assert cli.main(["--out", str(tmp_path), "--image-size", "20"]) == 2
-    assert "image_size" in capsys.readouterr().err
+    bad = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path), "--image_size", "20"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "image_size" in bad.stderr
 
 
 # ----------------------------------------------------------------------------------------------- bad input

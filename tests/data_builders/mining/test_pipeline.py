@@ -21,6 +21,7 @@ from PIL import Image
 from unime_v2.data_builders.formats.mined import from_authors_json, iter_undecoded_rows, to_authors_json
 from unime_v2.data_builders.mining.config import MiningConfig
 from unime_v2.data_builders.mining.pipeline import mine
+from unime_v2.data_builders.recipes import default_cache_dir
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
@@ -328,8 +329,7 @@ def path_config(data: str, tmp_path: Path, root: Path, dirs: dict) -> MiningConf
         tmp_path / "out",
         dirs,
         image_root=str(root),
-        query_image_column="qry_image_path",
-        pos_image_column="pos_image_path",
+        columns={"query_image": "qry_image_path", "pos_image": "pos_image_path"},
     )
 
 
@@ -375,7 +375,7 @@ def test_tiny_spec_builds_backbones_on_the_fly(tmp_path):
     )
     result = mine(config)
     assert len(result.dataset) == 6
-    assert (tmp_path / "cache" / "tiny_backbones" / "llava_onevision-seed0" / "config.json").exists()
+    assert (default_cache_dir() / "tiny_backbones" / "llava_onevision-seed0" / "config.json").exists()
     with pytest.raises(ValueError, match="unknown tiny backbone kind"):
         mine(MiningConfig(data=data, embedder="tiny:gpt2", output_dir=str(tmp_path / "x"), progress=False))
 

@@ -1,0 +1,61 @@
+"""Writing files so that no reader ever sees half of one, and the project's one content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+class atomic_directory:  # noqa: N801 (a context manager used like a function)
+    """``with atomic_directory(target) as tmp:`` fill ``tmp``; on success it becomes ``target`` in one rename.
+
+    A run killed while writing leaves no half-written ``target`` behind (the temporary folder is replaced on the
+    next attempt). An existing ``target`` is kept (another process finished first) unless ``replace``.
+    """
+
+    def __init__(self, target: str | Path, replace: bool = False) -> None:
+        self.target = Path(target)
+        self.replace = replace
+        self.tmp = self.target.with_name(f"{self.target.name}.tmp{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.target.exists() and self.replace:
+            shutil.rmtree(self.target)
+        if self.target.exists():  # another process finished first: keep its copy
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.target)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def content_hash(data: bytes | str) -> str:
+    """The project's one content hash: SHA-256 of ``data`` (UTF-8 for text), as hex."""
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+
+
+def item_key(text: str, image_key: str) -> str:
+    """The key of an item (text + image): equal keys <=> same text and same image (``image_key`` ``-`` for none)."""
+    return content_hash(f"{text}\x00{image_key}")
