@@ -7,6 +7,9 @@ The repository's top-level folders (the project's design card) are installed und
     trainers/           -> unime_v2.trainers
     data_builders/      -> unime_v2.data_builders
     hub_cards/          -> unime_v2.hub_cards
+
+faiss: ``faiss-cpu`` and ``faiss-gpu`` install the same ``faiss`` module and overwrite each other, so neither is
+a hard requirement: ``.[cpu]`` (also in ``.[dev]``) installs faiss-cpu, ``.[gpu]`` faiss-gpu (install one of the two, never both).
 """
 
 from setuptools import setup
@@ -14,13 +17,20 @@ from setuptools import setup
 
 FOLDERS = ("modeling_unime_v2", "trainers", "data_builders", "hub_cards")
 SUBPACKAGES = ("data_builders.mini_mmeb", "data_builders.mining", "data_builders.formats", "trainers.evaluation")
+FAISS_CPU = "faiss-cpu>=1.9"
 
 setup(
     name="unime-v2",
-    version="0.1.0",
+    version="0.2.0",
     description="UniME-V2: MLLM-as-a-Judge for universal multimodal embedding learning (reference implementation)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    url="https://github.com/unime-v2/unime-v2",
+    project_urls={
+        "Paper": "https://arxiv.org/abs/2510.13515",
+        "Authors' code": "https://github.com/GaryGuTC/UniME-v2",
+    },
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=[f"unime_v2.{name}" for name in FOLDERS + SUBPACKAGES],
     package_dir={f"unime_v2.{name}": name for name in FOLDERS},
@@ -28,25 +38,23 @@ setup(
     install_requires=[
         "torch>=2.4",
         "torchvision",  # Qwen-VL processors need a video processor, which needs torchvision
-        "transformers>=5.17",
+        "transformers>=5.17,<6",  # the remote code and the judge use transformers internals
         "tokenizers>=0.21",
         "peft>=0.17",
-        "trl>=1.0",
+        "trl>=1.0",  # TrlParser: every script's configuration path
         "datasets>=4.0",
         "accelerate>=1.10",
         "huggingface-hub>=1.0",
-        "faiss-cpu>=1.9",
-        "evaluate>=0.4",
         "pillow>=10",
         "numpy",
-        "pyyaml",
         "tqdm",
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout"],
-        "gpu": ["faiss-gpu"],
+        "cpu": [FAISS_CPU],
+        "gpu": ["faiss-gpu>=1.15"],
+        "dev": [FAISS_CPU, "pytest>=8", "pytest-timeout", "scipy", "ruff>=0.9"],
         "deepspeed": ["deepspeed>=0.16"],
     },
-    classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
+    classifiers=["Programming Language :: Python :: 3"],
 )

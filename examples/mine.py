@@ -24,6 +24,7 @@ its k-th judge shard.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     (config,) = RecipeParser(MiningConfig).parse(argv)
     # cpu=True is what makes accelerate set up a gloo process group on CPU (MULTI_CPU) under a multi-process launch
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    level = logging.INFO if state.is_main_process else logging.WARNING  # one log line per event, not per process
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     kill = int(os.environ.get(KILL_ENV, "0"))
     result = mine(config, state, on_shard_written=kill_after(kill) if kill > 0 else None)
     if result is not None:

@@ -47,19 +47,5 @@ def build_mined_dataset_card(report: Mapping[str, Any], repo_id: str, pretty_nam
         settings_rows=markdown_rows(settings),
         count_rows=markdown_rows(report["counts"]),
         timing_rows=markdown_rows(report["timings_s"]),
-        **{
-            key: settings[key]
-            for key in (
-                "embedder",
-                "judge",
-                "judge_dtype",
-                "pool",
-                "delta",
-                "top_k",
-                "beta",
-                "interval",
-                "num_negatives",
-                "seed",
-            )
-        },
+        **settings,  # the template reads embedder, judge, judge_dtype, pool, delta, top_k, beta, interval, …
     )

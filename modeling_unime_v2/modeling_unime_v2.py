@@ -218,8 +218,8 @@ class UniMEV2Model(UniMEV2PreTrainedModel):
         was_training = self.training
         self.eval()
         chunks = []
-        starts = range(0, len(items), batch_size)
-        for start in logging.tqdm(starts, desc="encode", unit="batch", disable=not show_progress_bar):
+        bar = logging.tqdm(total=len(items), desc="encode", unit="item", disable=not show_progress_bar)
+        for start in range(0, len(items), batch_size):
             batch_items = items[start : start + batch_size]
             try:
                 batch = self.processor(batch_items)
@@ -229,6 +229,8 @@ class UniMEV2Model(UniMEV2PreTrainedModel):
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
             chunks.append(self(**batch).embeddings.cpu())
+            bar.update(len(batch_items))
+        bar.close()
         self.train(was_training)
         if not chunks:
             return torch.empty(0, self.config.hidden_size)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import PartialState
+from tqdm.auto import tqdm
 
 from ..storage import atomic_write_bytes
 
@@ -80,6 +81,8 @@ class EmbeddingCache:
         keys: Sequence[str],
         encode: Callable[[range], np.ndarray],
         state: PartialState | None = None,
+        show_progress_bar: bool = True,
+        desc: str = "embed",
     ) -> np.ndarray:
         """Embeddings of the items with ``keys`` (``(len(keys), d)`` float32), from disk where cached.
 
@@ -87,6 +90,8 @@ class EmbeddingCache:
             keys: content keys of the items, in order.
             encode: computes the embeddings of the items at the given index range (called only for missing chunks).
             state: shares the missing chunks between processes; every process returns the full array.
+            show_progress_bar: a bar of the items this process embeds (main process only).
+            desc: the bar's label.
         """
         state = state or PartialState()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +100,13 @@ class EmbeddingCache:
         missing = [i for i, path in enumerate(paths) if not path.exists()]
         state.wait_for_everyone()  # all processes list the same missing chunks before any is written
         with state.split_between_processes(missing) as mine:
-            for i in mine:
-                atomic_save_npy(paths[i], np.ascontiguousarray(encode(ranges[i]), dtype=np.float32))
-                self.computed_chunks += 1
+            total = sum(len(ranges[i]) for i in mine)
+            disable = not (show_progress_bar and state.is_main_process) or total == 0
+            with tqdm(total=total, desc=desc, unit="item", disable=disable) as bar:
+                for i in mine:
+                    atomic_save_npy(paths[i], np.ascontiguousarray(encode(ranges[i]), dtype=np.float32))
+                    self.computed_chunks += 1
+                    bar.update(len(ranges[i]))
         state.wait_for_everyone()
         self.loaded_chunks = len(paths) - len(missing)
         if not paths:

@@ -177,9 +177,10 @@ def embed_all(
     candidate_names = [f"record {first_record[c]} (positive)" for c in range(len(pools.candidates))]
     stats = {}
     embeddings = []
-    for items, names in ((queries, query_names), (pools.candidates, candidate_names)):
+    for items, names, what in ((queries, query_names, "queries"), (pools.candidates, candidate_names, "candidates")):
         keys = [item.key for item in items]
-        embeddings.append(cache.embed(keys, _encoder(items, names, load, config.embed_batch_size), state))
+        encode = _encoder(items, names, load, config.embed_batch_size)
+        embeddings.append(cache.embed(keys, encode, state, show_progress_bar=config.progress, desc=f"embed {what}"))
         stats["embedding_chunks_computed"] = stats.get("embedding_chunks_computed", 0) + cache.computed_chunks
         stats["embedding_chunks_reused"] = stats.get("embedding_chunks_reused", 0) + cache.loaded_chunks
         cache.computed_chunks = 0

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
 from .records import Item, QueryRecord
@@ -115,14 +115,26 @@ def check_finite(embeddings: np.ndarray, names: Sequence[str], what: str) -> Non
         raise ValueError(f"{bad.size} {what} embedding(s) contain NaN/inf values (e.g. {shown}); check the embedder")
 
 
+def _faiss():
+    """The ``faiss`` module, with the install command in the error when neither faiss build is installed."""
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError(
+            "mining's retrieval needs faiss: pip install 'unime-v2[cpu]' (faiss-cpu) or 'unime-v2[gpu]' (faiss-gpu)"
+        ) from error
+    return faiss
+
+
 def _normalised(embeddings: np.ndarray) -> np.ndarray:
     out = np.array(embeddings, dtype=np.float32, order="C", copy=True)
-    faiss.normalize_L2(out)
+    _faiss().normalize_L2(out)
     return out
 
 
-def _index(candidates: np.ndarray, use_gpu: bool) -> faiss.Index:
-    """Exact inner-product index; on all GPUs when faiss was built with GPU support and ``use_gpu``."""
+def _index(candidates: np.ndarray, use_gpu: bool) -> Any:
+    """Exact inner-product index (a ``faiss.Index``); on all GPUs when faiss has GPU support and ``use_gpu``."""
+    faiss = _faiss()
     index = faiss.IndexFlatIP(candidates.shape[1])
     if use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
         index = faiss.index_cpu_to_all_gpus(index)
