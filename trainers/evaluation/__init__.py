@@ -11,6 +11,7 @@ from .judge_quality import (
     spearman,
 )
 from .metrics import (
+    METRIC_DIR,
     MMEB_META_TASKS,
     MMEB_TASKS,
     SUGARCREPE_SUBSETS,
@@ -18,6 +19,7 @@ from .metrics import (
     aggregate_mmeb,
     hits_at_k,
     is_hit,
+    load_mmeb_metric,
     pairwise_accuracy,
     pessimistic_order,
     ranked_hits,
@@ -54,6 +56,7 @@ __all__ = [
     "MMEBDataset",
     "MMEBEvaluator",
     "MMEBTask",
+    "METRIC_DIR",
     "MMEB_META_TASKS",
     "MMEB_TASKS",
     "RetrievalEvaluator",
@@ -69,6 +72,7 @@ __all__ = [
     "item_key",
     "judge_quality",
     "judge_quality_eval_rows",
+    "load_mmeb_metric",
     "mini_mmeb_companion_sources",
     "mmeb_dataset",
     "mmeb_eval_sources",

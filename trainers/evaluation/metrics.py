@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,3 +121,14 @@ def sugarcrepe_groups(per_subset: Mapping[str, float]) -> dict[str, float]:
         group: mean([v for name, v in per_subset.items() if name.replace("_", "-").startswith(group + "-")])
         for group in SUGARCREPE_GROUPS
     }
+
+
+METRIC_DIR = Path(__file__).with_name("mmeb_precision_at_1")
+"""The folder of the ``evaluate`` metric module (``evaluate.load(str(METRIC_DIR))``, works offline)."""
+
+
+def load_mmeb_metric() -> Any:
+    """MMEB precision@1 (ties are misses) as an ``evaluate`` metric loaded from this repository, offline."""
+    import evaluate
+
+    return evaluate.load(str(METRIC_DIR))

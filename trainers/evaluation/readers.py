@@ -374,32 +374,24 @@ def mini_mmeb_companion_sources(built: Mapping[str, Any]) -> list[DatasetSource]
     """Mini-MMEB's companion sets read as the public ones: ``caption_retrieval`` (five captions per image, like
     Flickr30K), ``long_caption`` (1:1, like Urban1K) and ``compositional`` (the seven SugarCrepe subsets)."""
     sources = []
-    if "caption_retrieval" in built:
-        rows = built["caption_retrieval"]["test"]
-        sources.append(
-            DatasetSource(
-                "retrieval",
-                "caption_retrieval",
-                lambda: caption_retrieval_set("caption_retrieval", rows, 5, "captions"),
+    for name, column, captions in (("caption_retrieval", "captions", 5), ("long_caption", "caption", 1)):
+        if name in built:
+            sources.append(
+                DatasetSource("retrieval", name, _caption_loader(name, built[name]["test"], column, captions))
             )
-        )
-    if "long_caption" in built:
-        rows = built["long_caption"]["test"]
-        sources.append(
-            DatasetSource(
-                "retrieval", "long_caption", lambda: caption_retrieval_set("long_caption", rows, 1, "caption")
-            )
-        )
     if "compositional" in built:
         rows = built["compositional"]["test"]
-        for subset in SUGARCREPE_SUBSETS:
-            sources.append(DatasetSource("sugarcrepe", subset, _compositional_loader(rows, subset)))
+        sources += [DatasetSource("sugarcrepe", s, _compositional_loader(rows, s)) for s in SUGARCREPE_SUBSETS]
     return sources
+
+
+def _caption_loader(name: str, rows: Any, column: str, captions: int) -> Callable[[], RetrievalSet]:
+    return lambda: caption_retrieval_set(name, rows, captions, column)
 
 
 def _compositional_loader(rows: Any, subset: str) -> Callable[[], CompositionalSet]:
     def load() -> CompositionalSet:
-        picked = rows.filter(lambda s: s == subset, input_columns="subset")
+        picked = rows.select([i for i, name in enumerate(rows["subset"]) if name == subset])
         if len(picked) == 0:
             raise ValueError(f"{subset}: the dataset is empty (no compositional rows)")
         return CompositionalSet(
