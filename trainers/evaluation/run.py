@@ -201,12 +201,14 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
     """
     if args.output_dir is None or (model is None and args.model is None):
         raise ValueError("--model and --output_dir are required")
-    state = PartialState()
-    model = model if model is not None else load_embedder(args.model, args.revision, args.dtype)
-    if reranker is None and args.reranker:
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # the first call sets it up: gloo on CPU-only machines
+    if reranker is None and args.reranker:  # first: a wrong --reranker fails before the embedder loads
         reranker = load_reranker(args.reranker, dtype=args.dtype)
     elif reranker is not None:
         check_reranker(reranker, args.reranker or type(reranker).__name__)
+    model = model if model is not None else load_embedder(args.model, args.revision, args.dtype)
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir() / "evaluation_embeddings"))
     suites: dict[str, Any] = {}
     image_resize = None
