@@ -34,7 +34,10 @@ setup(
     python_requires=">=3.10",
     packages=[f"unime_v2.{name}" for name in FOLDERS + SUBPACKAGES],
     package_dir={f"unime_v2.{name}": name for name in FOLDERS},
-    package_data={"unime_v2.hub_cards": ["*.md"]},
+    package_data={
+        "unime_v2.hub_cards": ["*.md"],
+        "unime_v2.trainers.evaluation": ["mmeb_precision_at_1/*.py"],
+    },
     install_requires=[
         "torch>=2.4",
         "torchvision",  # Qwen-VL processors need a video processor, which needs torchvision

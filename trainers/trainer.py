@@ -23,13 +23,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object
 from peft import LoraConfig, get_peft_model
 from transformers import Trainer
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 
-from .evaluation.mmeb import row_hits, summarize_hits
+from .evaluation.mmeb import mmeb_evaluator
 from .losses import candidate_cosines, infonce_loss, js_divergence_loss, symmetric_kl_loss
 from .training_args import UniMEV2TrainingArguments
 
@@ -86,7 +85,8 @@ class UniMEV2Trainer(Trainer):
 
     Args:
         mmeb_eval_rows: optional MMEB-eval style rows; :meth:`evaluate` then reports precision@1 on them
-            (``eval_precision_at_1`` and per dataset), sharded over the processes.
+            (``eval_precision_at_1``, per dataset, meta-task, IND/OOD) through the one MMEB evaluator
+            (:class:`~unime_v2.trainers.evaluation.MMEBEvaluator`), its encoding shared by the processes.
         mmeb_image_root: image root for rows that carry relative image paths.
         *args, **kwargs: as for ``Trainer``.
     """
@@ -173,20 +173,14 @@ class UniMEV2Trainer(Trainer):
         if self.mmeb_eval_rows is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         embedder = base_embedder(self.accelerator.unwrap_model(self.model))
-        rows = list(self.mmeb_eval_rows)
-        with self.accelerator.split_between_processes(rows) as shard:
-            hits = row_hits(
-                embedder,
-                shard,
-                batch_size=self.args.per_device_eval_batch_size,
-                image_root=self.mmeb_image_root,
-                show_progress_bar=self.args.should_log and not self.args.disable_tqdm,
-            )
-        if self.accelerator.num_processes > 1:
-            hits = gather_object(hits)
-        metrics = {
-            f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in summarize_hits(hits).items()
-        }
+        evaluator = mmeb_evaluator(
+            self.mmeb_eval_rows,
+            self.mmeb_image_root,
+            batch_size=self.args.per_device_eval_batch_size,
+            skip_broken=False,
+            show_progress_bar=self.args.should_log and not self.args.disable_tqdm,
+        )
+        metrics = {f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in evaluator(embedder).items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

@@ -1,5 +1,7 @@
-"""Evaluators: MMEB precision@1 (ties never favour the ground truth) and judge quality against an oracle."""
+"""Evaluation: the paper's tables for any checkpoint (docs/evaluation.md), and judge quality against an oracle."""
 
+from .encoding import RESOLUTIONS, ItemEncoder, image_resolution, item_key
+from .evaluators import EVALUATORS, Evaluator, MMEBEvaluator, RetrievalEvaluator, SugarCrepeEvaluator
 from .judge_quality import (
     JudgeQuality,
     format_quality_table,
@@ -8,19 +10,85 @@ from .judge_quality import (
     roc_auc,
     spearman,
 )
-from .mmeb import is_hit, precision_at_1, row_hits, row_items, summarize_hits
+from .metrics import (
+    METRIC_DIR,
+    MMEB_META_TASKS,
+    MMEB_TASKS,
+    SUGARCREPE_SUBSETS,
+    MMEBTask,
+    aggregate_mmeb,
+    hits_at_k,
+    is_hit,
+    load_mmeb_metric,
+    pairwise_accuracy,
+    pessimistic_order,
+    ranked_hits,
+    sugarcrepe_groups,
+)
+from .mmeb import mmeb_evaluator, precision_at_1
+from .readers import (
+    CompositionalSet,
+    DatasetSource,
+    MMEBDataset,
+    RetrievalSet,
+    caption_retrieval_set,
+    mini_mmeb_companion_sources,
+    mmeb_dataset,
+    mmeb_eval_sources,
+    mmeb_sources_from_rows,
+    read_caption_folder,
+    read_sharegpt4v,
+    read_sugarcrepe,
+    read_urban1k,
+    retrieval_sources,
+    sugarcrepe_sources,
+)
 
 
 __all__ = [
+    "EVALUATORS",
+    "RESOLUTIONS",
+    "CompositionalSet",
+    "DatasetSource",
+    "Evaluator",
+    "ItemEncoder",
     "JudgeQuality",
+    "MMEBDataset",
+    "MMEBEvaluator",
+    "MMEBTask",
+    "METRIC_DIR",
+    "MMEB_META_TASKS",
+    "MMEB_TASKS",
+    "RetrievalEvaluator",
+    "RetrievalSet",
+    "SUGARCREPE_SUBSETS",
+    "SugarCrepeEvaluator",
+    "aggregate_mmeb",
+    "caption_retrieval_set",
     "format_quality_table",
+    "hits_at_k",
+    "image_resolution",
     "is_hit",
+    "item_key",
     "judge_quality",
     "judge_quality_eval_rows",
+    "load_mmeb_metric",
+    "mini_mmeb_companion_sources",
+    "mmeb_dataset",
+    "mmeb_eval_sources",
+    "mmeb_evaluator",
+    "mmeb_sources_from_rows",
+    "pairwise_accuracy",
+    "pessimistic_order",
     "precision_at_1",
+    "ranked_hits",
+    "read_caption_folder",
+    "read_sharegpt4v",
+    "read_sugarcrepe",
+    "read_urban1k",
+    "retrieval_sources",
     "roc_auc",
-    "row_hits",
-    "row_items",
     "spearman",
-    "summarize_hits",
+    "sugarcrepe_groups",
+    "sugarcrepe_sources",
 ]

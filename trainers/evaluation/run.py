@@ -1,0 +1,249 @@
+"""``examples/evaluate.py`` as a package call: settings, model loading, the suites, and the output folder.
+
+:func:`run_evaluation` loads the embedder (and the reranker), reads the data the settings name, runs the suites'
+evaluators and writes the report (:mod:`~unime_v2.trainers.evaluation.report`) on the main process. Under
+``accelerate launch`` every process runs it; encoding and reranking are shared (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+
+from unime_v2.data_builders.recipes import MINI_MMEB, default_cache_dir, resolve_backbone
+
+from .encoding import RESOLUTIONS
+from .evaluators import EVALUATORS
+from .readers import (
+    DatasetSource,
+    mini_mmeb_companion_sources,
+    mmeb_eval_sources,
+    mmeb_sources_from_rows,
+    retrieval_sources,
+    sugarcrepe_sources,
+)
+from .report import write_report
+
+
+logger = logging.getLogger(__name__)
+
+SUITES = ("mmeb", "retrieval", "sugarcrepe")
+
+
+@dataclass
+class EvaluationArguments:
+    """What to evaluate, on which data, at which resolution, and where the tables go."""
+
+    model: str = field(
+        default=None,
+        metadata={"help": "The embedder: a folder, a Hub id (our AutoModel checkpoints, or a plain Qwen2-VL / "
+                  "Qwen2.5-VL / LLaVA-OneVision checkpoint wrapped with from_backbone) or tiny:<kind>[:<seed>]."},
+    )  # fmt: skip
+    revision: str | None = field(default=None, metadata={"help": "Hub revision of --model."})
+    reranker: str | None = field(
+        default=None,
+        metadata={"help": "Optional reranker (folder or Hub id, loaded with AutoModel and trust_remote_code): adds "
+                  "the '+ reranker' rows, reranking the embedder's top-k."},
+    )  # fmt: skip
+    suite: str = field(default="all", metadata={"help": "mmeb, retrieval, sugarcrepe or all."})
+    data: str | None = field(
+        default=None,
+        metadata={"help": "mini_mmeb: the generated benchmark (its held-out rows and companion sets) for all suites."},
+    )
+    mmeb_eval: str | None = field(
+        default=None,
+        metadata={"help": "MMEB-eval: TIGER-Lab/MMEB-eval (or a clone), a folder of <task>/ save_to_disk subsets, or "
+                  "a folder of <task>.jsonl files (mini-MMEB's export)."},
+    )  # fmt: skip
+    image_dir: str | None = field(default=None, metadata={"help": "Root of MMEB-eval's relative image paths."})
+    retrieval_dir: str | None = field(
+        default=None,
+        metadata={"help": "The authors' data/ folder: flickr30k_test, coco_test, shareGPT4v, Urban1k, sugar-crepe, "
+                  "coco2017/val2017 (retrieval and SugarCrepe)."},
+    )  # fmt: skip
+    output_dir: str = field(default=None, metadata={"help": "Where results.json, results.md and the PNGs go."})
+    resolution: str = field(
+        default="checkpoint",
+        metadata={"help": "Image resolution: low (336x336), high (1344x1344) or checkpoint (its own setting)."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Items per forward pass of the embedder."})
+    top_k: int = field(default=10, metadata={"help": "Candidates the reranker reorders (retrieval, SugarCrepe)."})
+    mmeb_top_k: int = field(default=5, metadata={"help": "Candidates the reranker reorders on MMEB (paper: 5)."})
+    rerank_mode: str = field(default="listwise", metadata={"help": "listwise or pairwise reranking."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Embedding cache (default: <UNIME_V2_CACHE>/evaluation_embeddings)."}
+    )
+    no_cache: bool = field(default=False, metadata={"help": "Encode everything, keep nothing on disk."})
+    dtype: str = field(default="float32", metadata={"help": "Model dtype: float32, bfloat16 or float16."})
+    mini_mmeb_seed: int = field(default=0, metadata={"help": "Seed of mini-MMEB (as in the training recipe)."})
+    mini_mmeb_test_per_task: int = field(default=16, metadata={"help": "Held-out mini-MMEB rows per task."})
+    mini_mmeb_train_per_task: int = field(
+        default=64, metadata={"help": "Training rows per task of the recipe (built, then left out)."}
+    )
+    mini_mmeb_num_candidates: int = field(default=16, metadata={"help": "mini-MMEB candidates per row."})
+    mini_mmeb_config: str | None = field(
+        default=None, metadata={"help": "More MiniMMEBConfig fields as JSON (tasks, caption_images, …)."}
+    )
+    show_progress_bar: bool = field(default=True, metadata={"help": "tqdm bars in items/s."})
+
+    def __post_init__(self) -> None:
+        if self.suite not in SUITES + ("all",):
+            raise ValueError(f"--suite {self.suite!r}; choose one of {SUITES + ('all',)}")
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"--resolution {self.resolution!r}; choose one of {sorted(RESOLUTIONS)}")
+        if self.rerank_mode not in ("listwise", "pairwise"):
+            raise ValueError(f"--rerank_mode {self.rerank_mode!r}; choose listwise or pairwise")
+        if self.data not in (None, MINI_MMEB):
+            raise ValueError(f"--data {self.data!r}: the only named data set is {MINI_MMEB!r}")
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return SUITES if self.suite == "all" else (self.suite,)
+
+
+def load_embedder(spec: str, revision: str | None = None, dtype: str = "float32") -> Any:
+    """A ``UniMEV2Model``: ``AutoModel`` for our checkpoints, ``from_backbone`` for plain VLM checkpoints."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from unime_v2.modeling_unime_v2 import UniMEV2Model
+
+    path = resolve_backbone(spec, main_process_first=PartialState().main_process_first)
+    hub = {"revision": revision} if revision else {}
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True, **hub)
+    torch_dtype = getattr(torch, dtype)
+    if config.model_type == "unime_v2":
+        model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch_dtype, **hub)
+    else:
+        model = UniMEV2Model.from_backbone(path, dtype=torch_dtype, **hub)
+    return model.to(PartialState().device).eval()
+
+
+def load_reranker(spec: str, revision: str | None = None, dtype: str = "float32") -> Any:
+    """The reranker through ``AutoModel.from_pretrained(spec, trust_remote_code=True)``; it must have ``rerank``."""
+    import torch
+    from transformers import AutoModel
+
+    hub = {"revision": revision} if revision else {}
+    model = AutoModel.from_pretrained(spec, trust_remote_code=True, dtype=getattr(torch, dtype), **hub)
+    check_reranker(model, spec)
+    return model.to(PartialState().device).eval()
+
+
+def check_reranker(model: Any, name: str) -> None:
+    """A clear error when ``model`` cannot rerank (e.g. --reranker names an embedder or a plain VLM)."""
+    if not callable(getattr(model, "rerank", None)):
+        raise TypeError(
+            f"--reranker {name}: the loaded {type(model).__name__} has no rerank(query, candidates, mode) method; "
+            "pass a UniME-V2 reranker checkpoint"
+        )
+
+
+def mini_mmeb_data(args: EvaluationArguments) -> tuple[Any, dict[str, Any]]:
+    """Mini-MMEB's held-out rows (the first ``mini_mmeb_test_per_task`` rows of each task of the build the
+    training recipe uses) and the built companion sets."""
+    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
+
+    n_test, n_train = args.mini_mmeb_test_per_task, args.mini_mmeb_train_per_task
+    extra = json.loads(args.mini_mmeb_config) if args.mini_mmeb_config else {}
+    config = MiniMMEBConfig(
+        **{
+            "seed": args.mini_mmeb_seed,
+            "train_pairs": 0,
+            "num_candidates": args.mini_mmeb_num_candidates,
+            **extra,
+            "eval_queries": n_test + n_train,
+        }
+    )
+    built = build_mini_mmeb(config)
+    rows = built["mmeb"]["test"]
+    seen: dict[str, int] = {}
+    keep = []
+    for index, name in enumerate(rows["dataset"]):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] <= n_test:
+            keep.append(index)
+    return rows.select(keep), built
+
+
+def suite_sources(args: EvaluationArguments) -> dict[str, list[DatasetSource]]:
+    """The datasets of each requested suite, from the data the arguments name."""
+    sources: dict[str, list[DatasetSource]] = {suite: [] for suite in args.suites}
+    if args.data == MINI_MMEB:
+        rows, built = mini_mmeb_data(args)
+        companions = mini_mmeb_companion_sources(built)
+        for suite in sources:
+            sources[suite] += mmeb_sources_from_rows(rows) if suite == "mmeb" else []
+            sources[suite] += [s for s in companions if s.suite == suite]
+    if args.mmeb_eval and "mmeb" in sources:
+        sources["mmeb"] += mmeb_eval_sources(args.mmeb_eval, args.image_dir)
+    if args.retrieval_dir:
+        if "retrieval" in sources:
+            sources["retrieval"] += retrieval_sources(args.retrieval_dir)
+        if "sugarcrepe" in sources:
+            sources["sugarcrepe"] += sugarcrepe_sources(args.retrieval_dir)
+    empty = [suite for suite, found in sources.items() if not found]
+    if empty:
+        raise ValueError(f"no data for suite(s) {empty}: pass --data mini_mmeb, --mmeb_eval or --retrieval_dir")
+    return sources
+
+
+def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any = None) -> dict[str, Any]:
+    """Evaluate and (main process) write the output folder; returns the results written to ``results.json``.
+
+    ``model`` / ``reranker`` override loading ``args.model`` / ``args.reranker`` (any object with ``encode`` /
+    ``rerank``).
+    """
+    if args.output_dir is None or (model is None and args.model is None):
+        raise ValueError("--model and --output_dir are required")
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # the first call sets it up: gloo on CPU-only machines
+    if reranker is None and args.reranker:  # first: a wrong --reranker fails before the embedder loads
+        reranker = load_reranker(args.reranker, dtype=args.dtype)
+    elif reranker is not None:
+        check_reranker(reranker, args.reranker or type(reranker).__name__)
+    model = model if model is not None else load_embedder(args.model, args.revision, args.dtype)
+    cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir() / "evaluation_embeddings"))
+    suites: dict[str, Any] = {}
+    image_resize = None
+    for suite, sources in suite_sources(args).items():
+        evaluator = EVALUATORS[suite](
+            sources,
+            batch_size=args.batch_size,
+            resolution=args.resolution,
+            cache_dir=cache_dir,
+            reranker=reranker,
+            top_k=args.mmeb_top_k if suite == "mmeb" else args.top_k,
+            rerank_mode=args.rerank_mode,
+            show_progress_bar=args.show_progress_bar and state.is_main_process,
+        )
+        metrics = evaluator(model)
+        image_resize = evaluator.image_resize
+        suites[suite] = {
+            "metrics": metrics,
+            "per_dataset": evaluator.per_dataset,
+            "errors": evaluator.errors,
+            "top_k": evaluator.top_k if reranker is not None else None,
+        }
+        if suite == "mmeb":
+            suites[suite]["tasks"] = {n: asdict(t) for n, t in evaluator.tasks.items() if n in evaluator.per_dataset}
+    results = {
+        "model": args.model or type(model).__name__,
+        "revision": args.revision or getattr(getattr(model, "config", None), "_commit_hash", None),
+        "reranker": args.reranker or (type(reranker).__name__ if reranker is not None else None),
+        "resolution": args.resolution,
+        "image_resize": image_resize,
+        "settings": {k: v for k, v in asdict(args).items() if k not in ("model", "revision", "reranker")},
+        "processes": state.num_processes,
+        "suites": suites,
+    }
+    if state.is_main_process:
+        write_report(results, Path(args.output_dir))
+    state.wait_for_everyone()
+    return results
