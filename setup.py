@@ -52,6 +52,7 @@ setup(
         "numpy",
         "tqdm",
         "matplotlib",
+        "evaluate>=0.4",  # MMEB precision@1 ships as an evaluate metric module (trainers/evaluation)
     ],
     extras_require={
         "cpu": [FAISS_CPU],

@@ -28,7 +28,12 @@ def mini_mmeb_splits(
             "eval_queries": test_per_task + train_per_task,
         }
     )
-    rows = build_mini_mmeb(config)["mmeb"]["test"]
+    return split_rows(build_mini_mmeb(config)["mmeb"]["test"], test_per_task)
+
+
+def split_rows(rows: Dataset, test_per_task: int) -> tuple[Dataset, Dataset]:
+    """(train, held-out) of MMEB-eval-style rows: per task the first ``test_per_task`` rows are held out; the rest of
+    the in-distribution tasks' rows are for training."""
     position: dict[str, int] = {}
     test_index, train_index = [], []
     for index, (name, ood) in enumerate(zip(rows["dataset"], rows["ood"])):

@@ -86,7 +86,7 @@ class EvaluationArguments:
         default=64, metadata={"help": "Training rows per task of the recipe (built, then left out)."}
     )
     mini_mmeb_num_candidates: int = field(default=16, metadata={"help": "mini-MMEB candidates per row."})
-    mini_mmeb_config: str | None = field(
+    mini_mmeb_config: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "More MiniMMEBConfig fields as JSON (tasks, caption_images, …)."}
     )
     show_progress_bar: bool = field(default=True, metadata={"help": "tqdm bars in items/s."})
@@ -148,9 +148,11 @@ def mini_mmeb_data(args: EvaluationArguments) -> tuple[Any, dict[str, Any]]:
     """Mini-MMEB's held-out rows (the first ``mini_mmeb_test_per_task`` rows of each task of the build the
     training recipe uses) and the built companion sets."""
     from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
+    from unime_v2.data_builders.mini_mmeb.splits import split_rows
 
     n_test, n_train = args.mini_mmeb_test_per_task, args.mini_mmeb_train_per_task
-    extra = json.loads(args.mini_mmeb_config) if args.mini_mmeb_config else {}
+    extra = args.mini_mmeb_config or {}
+    extra = json.loads(extra) if isinstance(extra, str) else extra
     config = MiniMMEBConfig(
         **{
             "seed": args.mini_mmeb_seed,
@@ -161,14 +163,7 @@ def mini_mmeb_data(args: EvaluationArguments) -> tuple[Any, dict[str, Any]]:
         }
     )
     built = build_mini_mmeb(config)
-    rows = built["mmeb"]["test"]
-    seen: dict[str, int] = {}
-    keep = []
-    for index, name in enumerate(rows["dataset"]):
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] <= n_test:
-            keep.append(index)
-    return rows.select(keep), built
+    return split_rows(built["mmeb"]["test"], n_test)[1], built
 
 
 def suite_sources(args: EvaluationArguments) -> dict[str, list[DatasetSource]]:
