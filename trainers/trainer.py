@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Trainer
+from transformers import Trainer, set_seed
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 
@@ -64,6 +64,7 @@ def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Mo
             target_modules=args.peft_target_modules,
             bias="none",
         )
+        set_seed(args.seed)  # the adapters' random init: reproducible whatever ran before (loading, building)
         return get_peft_model(model, config)
     if args.freeze_vision_tower:
         for name, parameter in model.named_parameters():
