@@ -56,6 +56,11 @@ def content_hash(data: bytes | str) -> str:
     return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
 
 
+def pixels_key(image: Any) -> str:
+    """The key of a decoded (PIL) image: its mode, size and pixels."""
+    return "pixels:" + content_hash(f"{image.mode}:{image.size}".encode() + image.tobytes())
+
+
 def item_key(text: str, image_key: str) -> str:
     """The key of an item (text + image): equal keys <=> same text and same image (``image_key`` ``-`` for none)."""
     return content_hash(f"{text}\x00{image_key}")

@@ -28,7 +28,7 @@ import torch
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import strip_image_markers
 
 from ..mining.records import RecordColumns
-from ..storage import content_hash, item_key
+from ..storage import content_hash, item_key, pixels_key
 
 
 YES, NO = 1, 0
@@ -64,8 +64,7 @@ def _image_fingerprint(value: Any) -> str:
     if isinstance(value, str):
         return "path:" + value
     if hasattr(value, "tobytes"):  # PIL image
-        header = f"{value.mode}:{value.size}".encode()
-        return "pixels:" + content_hash(header + value.tobytes())
+        return pixels_key(value)
     raise TypeError(f"cannot read an image cell of type {type(value).__name__}")
 
 

@@ -23,7 +23,8 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from unime_v2.data_builders.mining.embedding_cache import EmbeddingCache, model_fingerprint
-from unime_v2.data_builders.recipes import content_hash
+from unime_v2.data_builders.storage import item_key as storage_item_key
+from unime_v2.data_builders.storage import pixels_key
 
 
 RESOLUTIONS = {"low": 336, "high": 1344, "checkpoint": None}
@@ -41,13 +42,13 @@ def image_identity(image: Any) -> str:
         stat = os.stat(path) if os.path.exists(path) else None
         return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"missing:{path}"
     if hasattr(image, "tobytes"):
-        return "pixels:" + content_hash(image.mode, str(image.size), image.tobytes())
+        return pixels_key(image)
     raise TypeError(f"an image must be a path, a PIL image or None, got {type(image).__name__}")
 
 
 def item_key(item: dict[str, Any]) -> str:
     """The content key of one item (its text and image)."""
-    return content_hash(item.get("text") or "", image_identity(item.get("image")))
+    return storage_item_key(item.get("text") or "", image_identity(item.get("image")))
 
 
 def resolution_size(resolution: str | None) -> int | None:

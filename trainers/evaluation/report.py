@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unime_v2.data_builders.recipes import atomic_write_bytes
+from unime_v2.data_builders.storage import atomic_write_bytes
 from unime_v2.hub_cards.markdown import markdown_grid
 
 from .metrics import MMEB_META_TASKS, SUGARCREPE_GROUPS
