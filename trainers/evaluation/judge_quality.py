@@ -144,7 +144,7 @@ def _default_oracle(records: Any) -> Callable[[Any, Any], float] | None:
     names = getattr(records, "column_names", None) or (list(records[0]) if len(records) else [])
     if "qry_scene" not in names:
         return None
-    from unime_v2.data_builders.mini_mmeb.builder.builder import oracle_score
+    from unime_v2.data_builders.mini_mmeb.builder import oracle_score
 
     return oracle_score
 

@@ -1,45 +1,49 @@
-"""Pairwise judge training: the "Yes"/"No" half of the UniME-V2-Reranker objective (SPEC §1–2).
+"""UniME-V2-Reranker training: ``L = L_pair + L_list`` (docs/reranker.md); the tiny judge is its pairwise half.
 
-A pair (query, candidate) is rendered with the judge prompt exactly as
-:class:`~unime_v2.modeling_unime_v2.scoring_unime_v2.JudgeScorer` renders it (same chat template, same prefix/suffix token pieces,
-same image processing), and the loss is the causal-LM cross-entropy over the **full vocabulary** at the last
-prompt position — right after the generation prompt, the position whose ``Yes``/``No`` logits the judge reads —
-with target ``Yes`` for a matching pair and ``No`` otherwise:
+**Pairwise.** A pair (query, candidate) is rendered exactly as the scoring core
+(:class:`~unime_v2.modeling_unime_v2.scoring_unime_v2.JudgeScorer`) renders it — same chat template, same
+prefix/suffix token pieces, same image processing — and the loss is the causal-LM cross-entropy over the **full
+vocabulary** at the last prompt position (right after the generation prompt: the position whose ``Yes``/``No``
+logits the scorer reads), target ``Yes`` for a matching pair and ``No`` otherwise. Per training record: (query,
+positive) → "Yes" and (query, hardest negative by judge score) → "No".
 
-    L = mean_pairs  −log softmax(logits[last prompt position])[answer token]
+**Listwise.** The query and x + 1 numbered candidates — the top-x negatives by judge score (default 5) and the
+positive at a uniformly random position among all x + 1 — then the answer ``Ans: (i)`` (1-based); labels only on
+the answer's tokens (tokenized after the generation prompt, as generation produces them).
 
-Minimising it raises ``s = softmax([logit_Yes, logit_No])[0]`` on positives and lowers it on negatives, so a
-checkpoint trained here is directly a judge for hard-negative mining (``JudgeScorer.from_pretrained(folder)``).
+Both halves weigh 1 (configurable) and are logged separately (``pair_loss``, ``list_loss``).
 
 Pieces:
 
-* :class:`PairwiseJudgeCollator` — pair dicts (``query``, ``candidate``, ``label``; what
-  :class:`~unime_v2.data_builders.formats.judge_pairs.JudgePairDataset` yields) → a right-padded model batch plus
-  ``labels`` (the answer token id of each pair).
-* :func:`answer_logits` — full-vocabulary logits at each row's last prompt position (the LM head is applied only at
-  the positions asked for, through the model's own ``forward`` so DDP / PEFT wrappers stay in the loop);
-  :func:`logits_at` — the same at any (row, position) list.
-* :func:`pairwise_judge_loss` — the cross-entropy above; :func:`judge_losses` — it (plus the optional term below)
-  from a collated batch in one forward pass.
-* :class:`PairwiseJudgeTrainer` — ``Trainer`` with that loss; the collator consumes whole records, so no column
+* :class:`RerankerCollator` — pair dicts (``query``, ``candidate``, ``label``: what
+  :class:`~unime_v2.data_builders.formats.judge_pairs.JudgePairDataset` yields) and/or training records
+  (``query``, ``positive``, ``negatives``, ``scores``: what
+  :class:`~unime_v2.data_builders.formats.training_records.TrainingRecords` yields) → a right-padded pair batch
+  with ``labels`` (the answer token id per pair) and, for records, a ``listwise`` sub-batch with token ``labels``
+  (``-100`` except on the answer).
+* :func:`logits_at`, :func:`answer_logits` — full-vocabulary logits at chosen positions through the model's own
+  ``forward`` (DDP / PEFT wrappers stay in the loop), the LM head applied only there.
+* :func:`judge_losses` — the pairwise loss (plus the optional term below); :func:`listwise_loss`;
+  :func:`reranker_losses` — both, weighted.
+* :class:`UniMEV2RerankerTrainer` — ``Trainer`` with that loss; the collator consumes whole records, so no column
   is removed; ``model_accepts_loss_kwargs = False`` (the loss is a mean: Trainer divides by accumulation).
 
 Optional, off by default: ``candidate_lm_weight > 0`` adds the causal-LM cross-entropy of the candidate's text
-tokens of the **"Yes"** pairs (the positive's text given the judge prompt and the query: captioning / answering),
+tokens of the **"Yes"** pairs (the positive's text given the prompt and the query: captioning / answering),
 
     L = L_pair + w · mean_{candidate text tokens of Yes pairs} −log p(token | prefix)
 
-It is not part of the paper's objective. It exists for judges trained from scratch (the tiny CPU judge of
-``examples/train_tiny_judge.py``), which otherwise never leave the ``ln 2`` plateau: "Yes"/"No" alone is a
-second-order signal (the model must bind image content to words before either is useful), while predicting the
-positive's words from the image is first-order (measurements in ``docs/judge_training.md``). A pretrained judge
-should not need it (not measured here).
+It is not part of the paper's objective. It exists for models trained from scratch (the tiny CPU judge,
+:mod:`unime_v2.trainers.tiny_judge`), which otherwise never leave the ``ln 2`` plateau: "Yes"/"No" alone is a
+second-order signal, while predicting the positive's words from the image is first-order (measurements in
+``docs/judge_training.md``). A pretrained model should not need it (not measured here).
 """
 
 from __future__ import annotations
 
 import inspect
 import numbers
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,8 +52,12 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
 
-from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT
+from unime_v2.modeling_unime_v2.modeling_unime_v2_reranker import UniMEV2Reranker
+from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT, RERANK_LIST_PROMPT, Piece
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
+
+
+IGNORE_INDEX = -100
 
 
 def _label_of(feature: Mapping[str, Any], index: int) -> bool:
@@ -63,7 +71,7 @@ def _label_of(feature: Mapping[str, Any], index: int) -> bool:
     raise ValueError(f"pair {index}: label must be 1/0, True/False or 'Yes'/'No', got {label!r}")
 
 
-_SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+_SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids", "labels")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -72,7 +80,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-class PairwiseJudgeCollator:
+class RerankerCollator:
     """Builds judge-prompt batches for pairwise training: each row is ``JudgeScorer.full_pair_inputs``.
 
     Each feature is ``{"query": {"text", "image"}, "candidate": {"text", "image"}, "label": 1 | 0}`` (also
@@ -90,11 +98,29 @@ class PairwiseJudgeCollator:
             trained; only its prompt rendering is used, never its forward).
         candidate_lm: also return ``candidate_lm_mask`` ``(n, L)`` bool: the positions of the candidate's text
             tokens in "Yes" rows (targets of the optional candidate LM loss).
+        listwise: build the listwise row of each training record (off: records give their two pairs only).
+        num_list_negatives: x, the top negatives by judge score in a listwise row (authors: 5).
+        listwise_prompt: the listwise instruction.
+        seed: seeds the positive's position in listwise rows.
     """
 
-    def __init__(self, scorer: JudgeScorer, candidate_lm: bool = False):
+    def __init__(
+        self,
+        scorer: JudgeScorer,
+        candidate_lm: bool = False,
+        listwise: bool = True,
+        num_list_negatives: int = 5,
+        listwise_prompt: str = RERANK_LIST_PROMPT,
+        seed: int = 0,
+    ):
+        if num_list_negatives < 1:
+            raise ValueError(f"num_list_negatives must be >= 1, got {num_list_negatives}")
         self.scorer = scorer
         self.candidate_lm = candidate_lm
+        self.listwise = listwise
+        self.num_list_negatives = num_list_negatives
+        self.listwise_prompt = listwise_prompt
+        self.rng = random.Random(seed)
         self.yes_token_id = scorer.yes_token_id
         self.no_token_id = scorer.no_token_id
         tokenizer = scorer.processor.tokenizer
@@ -109,14 +135,23 @@ class PairwiseJudgeCollator:
         prompt: str = JUDGE_PROMPT,
         yes_token: str = "Yes",
         no_token: str = "No",
-        candidate_lm: bool = False,
-    ) -> PairwiseJudgeCollator:
-        """A collator for ``model`` (plain, PEFT- or DDP-wrapped) and its processor; keeps the model's train mode."""
+        **kwargs: Any,
+    ) -> RerankerCollator:
+        """A collator for ``model`` (plain, PEFT- or DDP-wrapped) and its processor; keeps the model's train mode.
+
+        A :class:`UniMEV2Reranker` brings its own layout, prompts and answer words (``prompt``, ``yes_token`` and
+        ``no_token`` then do not apply); a plain VLM gets the judge layout. ``kwargs`` go to the constructor.
+        """
         inner = _unwrap(model)
         was_training = inner.training
-        scorer = JudgeScorer(inner, processor, prompt=prompt, yes_token=yes_token, no_token=no_token)
+        if isinstance(inner, UniMEV2Reranker):
+            inner.attach_processor(processor)
+            scorer = inner.scorer
+            kwargs.setdefault("listwise_prompt", inner.config.listwise_prompt)
+        else:
+            scorer = JudgeScorer(inner, processor, prompt=prompt, yes_token=yes_token, no_token=no_token)
         inner.train(was_training)  # JudgeScorer puts its model in eval mode
-        return cls(scorer, candidate_lm=candidate_lm)
+        return cls(scorer, **kwargs)
 
     def pair_inputs(self, query: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """One pair's model inputs (batch of 1, CPU)."""
@@ -125,7 +160,60 @@ class PairwiseJudgeCollator:
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
-            raise ValueError("PairwiseJudgeCollator got an empty batch")
+            raise ValueError("RerankerCollator got an empty batch")
+        pairs, lists = [], []
+        for index, feature in enumerate(features):
+            if "positive" in feature:
+                pair_features, list_row = self.record_rows(feature, index)
+                pairs += pair_features
+                if list_row is not None:
+                    lists.append(list_row)
+            else:
+                pairs.append(feature)
+        batch = self.pair_batch(pairs)
+        if lists:
+            batch["listwise"] = self.merge(lists)
+        return batch
+
+    def record_rows(self, record: Mapping[str, Any], index: int) -> tuple[list[dict[str, Any]], dict | None]:
+        """A training record's (positive → Yes, hardest negative → No) pairs and its listwise row (or ``None``)."""
+        negatives = list(record.get("negatives") or [])
+        scores = list(record.get("scores") or [])
+        if not negatives:
+            raise ValueError(f"record {index}: a reranker training record needs at least one negative")
+        if len(scores) != len(negatives) + 1:
+            raise ValueError(
+                f"record {index}: needs judge scores for the positive and each of its {len(negatives)} negatives "
+                f"('scores' has {len(scores)})"
+            )
+        ranked = sorted(range(len(negatives)), key=lambda j: -float(scores[j + 1]))  # stable: ties keep order
+        query, positive = record["query"], record["positive"]
+        pairs = [
+            {"query": query, "candidate": positive, "label": 1},
+            {"query": query, "candidate": negatives[ranked[0]], "label": 0},
+        ]
+        if not self.listwise:
+            return pairs, None
+        top = [negatives[j] for j in ranked[: self.num_list_negatives]]
+        position = self.rng.randrange(len(top) + 1)
+        candidates = top[:position] + [positive] + top[position:]
+        return pairs, self.listwise_row(query, candidates, position)
+
+    def listwise_row(self, query: Mapping[str, Any], candidates: Sequence[Mapping], position: int) -> dict:
+        """Inputs (batch of 1, CPU) of the listwise prompt + answer ``Ans: (position + 1)``, ``labels`` on the answer
+        tokens only."""
+        prompt = self.scorer.encode_listwise(self.listwise_prompt, query, candidates)
+        answer = self.scorer.processor.tokenizer(f"Ans: ({position + 1})", add_special_tokens=False)["input_ids"]
+        answer = torch.tensor(answer, dtype=prompt.input_ids.dtype)
+        inputs = self.scorer.piece_inputs(Piece(torch.cat([prompt.input_ids, answer]), prompt.images))
+        row = {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
+        labels = torch.full_like(row["input_ids"], IGNORE_INDEX)
+        labels[0, len(prompt.input_ids) :] = answer
+        row["labels"] = labels
+        return row
+
+    def pair_batch(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The pair rows of ``features`` (``query``, ``candidate``, ``label``) with their answer ids as ``labels``."""
         rows, labels, spans = [], [], []
         for index, feature in enumerate(features):
             if "query" not in feature or "candidate" not in feature:
@@ -172,7 +260,7 @@ class PairwiseJudgeCollator:
         batch: dict[str, torch.Tensor] = {}
         for key in keys:
             if key in _SEQUENCE_KEYS:
-                value = self.pad_token_id if key == "input_ids" else 0
+                value = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)
                 parts = [
                     row[key][0] if row.get(key) is not None else torch.zeros_like(row["attention_mask"][0])
                     for row in rows
@@ -220,7 +308,7 @@ def logits_at(
     The LM head is applied only at the distinct positions asked for (``logits_to_keep`` as an index tensor), not
     to the whole sequence; the call goes through the model's own ``forward`` (PEFT / DDP wrappers stay in the loop).
     """
-    inputs = {key: value for key, value in inputs.items() if key not in ("labels", "candidate_lm_mask")}
+    inputs = {key: value for key, value in inputs.items() if key not in ("labels", "candidate_lm_mask", "listwise")}
     kwargs: dict[str, Any] = {"use_cache": False}
     if _accepts(model, "logits_to_keep"):
         keep, inverse = torch.unique(positions, return_inverse=True)
@@ -260,7 +348,7 @@ def judge_losses(
     if candidate_lm_weight:
         if mask is None:
             raise ValueError(
-                "candidate_lm_weight > 0 needs batches with candidate_lm_mask (PairwiseJudgeCollator candidate_lm=True)"
+                "candidate_lm_weight > 0 needs batches with candidate_lm_mask (RerankerCollator candidate_lm=True)"
             )
         lm_rows, lm_positions = mask.nonzero(as_tuple=True)
         lm_positions = lm_positions.to(last.device)
@@ -278,30 +366,90 @@ def judge_losses(
     return loss, answer, lm_loss
 
 
-class PairwiseJudgeTrainer(Trainer):
-    """``Trainer`` for the pairwise judge loss (see the module docstring).
+def listwise_loss(model: torch.nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
+    """Mean cross-entropy (fp32, full vocabulary) of the answer tokens of a listwise batch: every position whose
+    ``labels`` is not ``-100``, predicted from the position before, in one forward pass."""
+    labels = inputs["labels"]
+    rows, positions = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    if not len(rows):
+        raise ValueError("the listwise batch has no answer token to learn")
+    if bool((positions == 0).any()):
+        raise ValueError("a listwise row starts with an answer token: nothing before it to predict it from")
+    logits = logits_at(model, inputs, rows, positions - 1)
+    return F.cross_entropy(logits.float(), labels[rows, positions].to(logits.device))
 
-    ``data_collator`` defaults to a :class:`PairwiseJudgeCollator` of ``processing_class``. A training set that can
-    be checked cheaply (:class:`~unime_v2.data_builders.formats.judge_pairs.JudgePairDataset`, or a ``datasets.Dataset``
-    with a ``label`` column) is validated first: every query needs a "Yes" and a "No" pair.
-    ``compute_loss(..., return_outputs=True)`` also returns ``{"logits": (n, 2) [Yes, No] logits}`` for evaluation.
+
+def reranker_losses(
+    model: torch.nn.Module,
+    inputs: Mapping[str, Any],
+    pair_weight: float = 1.0,
+    list_weight: float = 1.0,
+    candidate_lm_weight: float = 0.0,
+) -> dict[str, torch.Tensor | None]:
+    """``{"loss", "pair_loss", "list_loss", "candidate_lm_loss", "answer_logits"}`` of a collated batch.
+
+    ``loss = pair_weight · L_pair (+ candidate LM term) + list_weight · L_list``; ``list_loss`` is ``None`` when
+    the batch has no listwise rows or ``list_weight`` is 0 (then no listwise forward runs).
+    """
+    pair_loss, answer, lm_loss = judge_losses(model, inputs, candidate_lm_weight)
+    loss = pair_weight * pair_loss
+    list_loss = None
+    if list_weight and inputs.get("listwise") is not None:
+        list_loss = listwise_loss(model, inputs["listwise"])
+        loss = loss + list_weight * list_loss
+    return {
+        "loss": loss,
+        "pair_loss": pair_loss,
+        "list_loss": list_loss,
+        "candidate_lm_loss": lm_loss,
+        "answer_logits": answer,
+    }
+
+
+class UniMEV2RerankerTrainer(Trainer):
+    """``Trainer`` for ``L = L_pair + L_list`` (see the module docstring), with both terms logged separately.
+
+    The training set is training records (listwise + pairwise) or judge pairs (pairwise only: the tiny judge).
+    ``data_collator`` defaults to a :class:`RerankerCollator` of ``model`` and ``processing_class``. A pair set that
+    can be checked cheaply (:class:`~unime_v2.data_builders.formats.judge_pairs.JudgePairDataset`, or a
+    ``datasets.Dataset`` with a ``label`` column) is validated first: every query needs a "Yes" and a "No" pair.
+    ``compute_loss(..., return_outputs=True)`` also returns ``{"logits": (n, 2) [Yes, No] logits}`` of the pairs.
 
     Args:
+        pair_weight, list_weight: weights of the two terms (paper: 1 and 1; ``list_weight=0`` is pairwise only).
         candidate_lm_weight: weight of the optional candidate LM term (module docstring; 0 = the paper's loss).
+        num_list_negatives: x, the negatives of a listwise row (default collator only).
         *args, **kwargs: those of ``Trainer``.
     """
 
-    def __init__(self, *args: Any, candidate_lm_weight: float = 0.0, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        pair_weight: float = 1.0,
+        list_weight: float = 1.0,
+        candidate_lm_weight: float = 0.0,
+        num_list_negatives: int = 5,
+        **kwargs: Any,
+    ):
+        for name, value in (("pair_weight", pair_weight), ("list_weight", list_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if candidate_lm_weight < 0:
             raise ValueError(f"candidate_lm_weight must be >= 0, got {candidate_lm_weight}")
+        self.pair_weight, self.list_weight = float(pair_weight), float(list_weight)
         self.candidate_lm_weight = float(candidate_lm_weight)
         processor = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None:
             model = kwargs.get("model", args[0] if args else None)
             if processor is None or model is None:
-                raise ValueError("PairwiseJudgeTrainer needs data_collator= or model= and processing_class=")
-            kwargs["data_collator"] = PairwiseJudgeCollator.for_model(
-                model, processor, candidate_lm=self.candidate_lm_weight > 0
+                raise ValueError("UniMEV2RerankerTrainer needs data_collator= or model= and processing_class=")
+            kwargs["data_collator"] = RerankerCollator.for_model(
+                model,
+                processor,
+                candidate_lm=self.candidate_lm_weight > 0,
+                listwise=self.list_weight > 0,
+                num_list_negatives=num_list_negatives,
+                seed=getattr(kwargs.get("args"), "seed", 0),
             )
         from unime_v2.data_builders.formats.judge_pairs import check_pair_dataset
 
@@ -309,8 +457,9 @@ class PairwiseJudgeTrainer(Trainer):
             check_pair_dataset(kwargs["train_dataset"])
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False  # compute_loss returns a mean: Trainer divides by accumulation
+        self._terms: dict[str, list[float]] = {}
 
-    # the collator consumes whole pair records: keep every column
+    # the collator consumes whole records: keep every column
     def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
         return dataset
 
@@ -324,11 +473,24 @@ class PairwiseJudgeTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, logits, _ = judge_losses(model, inputs, self.candidate_lm_weight)
+        out = reranker_losses(model, inputs, self.pair_weight, self.list_weight, self.candidate_lm_weight)
+        if model.training:
+            for name in ("pair_loss", "list_loss", "candidate_lm_loss"):
+                if out[name] is not None:
+                    self._terms.setdefault(name, []).append(float(out[name].detach()))
         if not return_outputs:
-            return loss
+            return out["loss"]
         collator = self.data_collator
         yes = getattr(collator, "yes_token_id", None)
         no = getattr(collator, "no_token_id", None)
+        logits = out["answer_logits"]
         pair = logits[:, [yes, no]].detach() if yes is not None and no is not None else logits.detach()
-        return loss, {"logits": pair}
+        return out["loss"], {"logits": pair}
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Adds the mean of each loss term since the last log (``pair_loss``, ``list_loss``, …) to training logs."""
+        if "loss" in logs:
+            for name, values in self._terms.items():
+                logs[name] = round(sum(values) / len(values), 4)
+            self._terms = {}
+        super().log(logs, *args, **kwargs)
