@@ -71,6 +71,20 @@ def listwise_order(choice: int | None, num_candidates: int) -> list[int]:
     return rest if choice is None else [choice, *rest]
 
 
+def prepare_item(item: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``{"text", "image"}`` with the image opened as RGB (errors name the item) and image markers removed."""
+    if not isinstance(item, Mapping):
+        raise TypeError(f"{name}: an item is a dict with 'text' and/or 'image', got {type(item).__name__}")
+    try:
+        image = load_item_image(item.get("image"), 0)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        raise type(error)(f"{name}: {str(error).removeprefix('item 0: ')}") from error
+    text = _MARKER.sub("", item.get("text") or "").strip()
+    if not text and image is None:
+        raise ValueError(f"{name}: has neither text nor image")
+    return {"text": text, "image": image}
+
+
 def _hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
     return {key: kwargs[key] for key in keys if key in kwargs}
@@ -210,26 +224,10 @@ class UniMEV2Reranker(UniMEV2RerankerPreTrainedModel):
         return self._scorer
 
     # ----------------------------------------------------------------------------------------- inputs
-    def prepare_item(self, item: Mapping[str, Any], name: str) -> dict[str, Any]:
-        """``{"text", "image"}`` with the image opened (errors name the item) and image markers removed."""
-        if not isinstance(item, Mapping):
-            raise TypeError(f"{name}: an item is a dict with 'text' and/or 'image', got {type(item).__name__}")
-        try:
-            image = load_item_image(item.get("image"), 0)
-        except (FileNotFoundError, ValueError, TypeError) as error:
-            message = str(error).removeprefix("item 0: ")
-            raise type(error)(f"{name}: {message}") from error
-        text = _MARKER.sub("", item.get("text") or "").strip()
-        if not text and image is None:
-            raise ValueError(f"{name}: has neither text nor image")
-        return {"text": text, "image": image}
-
     def _prepare(self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> tuple[dict, list]:
         if len(candidates) == 0:
             raise ValueError("no candidates to score or rerank (an empty candidate list)")
-        return self.prepare_item(query, "query"), [
-            self.prepare_item(c, f"candidate {i}") for i, c in enumerate(candidates)
-        ]
+        return prepare_item(query, "query"), [prepare_item(c, f"candidate {i}") for i, c in enumerate(candidates)]
 
     def _check_pairs_fit(self, query: dict, candidates: list[dict]) -> None:
         limit = self.config.context_length

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
 
-from unime_v2.modeling_unime_v2.modeling_unime_v2_reranker import UniMEV2Reranker
+from unime_v2.modeling_unime_v2.modeling_unime_v2_reranker import UniMEV2Reranker, prepare_item
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT, RERANK_LIST_PROMPT, Piece
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
@@ -78,6 +78,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a PEFT / DDP wrapper (LoRA layers stay in place)."""
     model = getattr(model, "module", model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def listwise_candidates(
+    positive: Any, negatives: Sequence[Any], scores: Sequence[float], x: int, rng: random.Random
+) -> tuple[list[Any], int]:
+    """The top-``x`` negatives by judge score (hardest first; ties keep stored order) with ``positive`` inserted at
+    a uniformly random position among all of them: ``(candidates, position of the positive)``."""
+    ranked = sorted(range(len(negatives)), key=lambda j: -float(scores[j]))
+    top = [negatives[j] for j in ranked[:x]]
+    position = rng.randrange(len(top) + 1)
+    return top[:position] + [positive] + top[position:], position
 
 
 class RerankerCollator:
@@ -186,17 +197,17 @@ class RerankerCollator:
                 f"record {index}: needs judge scores for the positive and each of its {len(negatives)} negatives "
                 f"('scores' has {len(scores)})"
             )
-        ranked = sorted(range(len(negatives)), key=lambda j: -float(scores[j + 1]))  # stable: ties keep order
-        query, positive = record["query"], record["positive"]
+        query = prepare_item(record["query"], f"record {index} query")
+        positive = prepare_item(record["positive"], f"record {index} positive")
+        negatives = [prepare_item(n, f"record {index} negative {j}") for j, n in enumerate(negatives)]
+        candidates, position = listwise_candidates(positive, negatives, scores[1:], self.num_list_negatives, self.rng)
+        hardest = candidates[1] if position == 0 else candidates[0]
         pairs = [
             {"query": query, "candidate": positive, "label": 1},
-            {"query": query, "candidate": negatives[ranked[0]], "label": 0},
+            {"query": query, "candidate": hardest, "label": 0},
         ]
         if not self.listwise:
             return pairs, None
-        top = [negatives[j] for j in ranked[: self.num_list_negatives]]
-        position = self.rng.randrange(len(top) + 1)
-        candidates = top[:position] + [positive] + top[position:]
         return pairs, self.listwise_row(query, candidates, position)
 
     def listwise_row(self, query: Mapping[str, Any], candidates: Sequence[Mapping], position: int) -> dict:
@@ -222,7 +233,8 @@ class RerankerCollator:
                 )
             yes = _label_of(feature, index)
             labels.append(self.yes_token_id if yes else self.no_token_id)
-            rows.append(self.pair_inputs(feature["query"], feature["candidate"]))
+            query = prepare_item(feature["query"], f"pair {index} query")
+            rows.append(self.pair_inputs(query, prepare_item(feature["candidate"], f"pair {index} candidate")))
             if self.candidate_lm:
                 ids = rows[-1]["input_ids"][0]
                 spans.append(self._candidate_span(ids, feature["candidate"], index) if yes else None)
