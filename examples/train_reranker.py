@@ -21,6 +21,7 @@ from unime_v2.trainers.reranker_training_args import (
     UniMEV2RerankerTrainingArguments,
     build_reranker,
     reranker_records,
+    save_reranker,
 )
 
 
@@ -43,9 +44,8 @@ def main(argv: list[str] | None = None) -> str:
         num_list_negatives=args.num_list_negatives,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    reranker = model.merge_and_unload() if args.use_lora else model
     if trainer.is_world_process_zero():
-        reranker.save_pretrained(args.output_dir)
+        save_reranker(model, data_args, args, trainer.state.log_history)
     return args.output_dir
 
 

@@ -51,21 +51,28 @@ class RetrieveThenRerank:
         top_k: candidates reranked per query (paper: 10).
         mode: ``"listwise"`` or ``"pairwise"``.
         batch_size: items per embedding batch.
+        progress: show progress bars (items embedded, queries reranked).
     """
 
     def __init__(
-        self, embedder: Any, reranker: Any = None, top_k: int = 10, mode: str = "listwise", batch_size: int = 32
+        self,
+        embedder: Any,
+        reranker: Any = None,
+        top_k: int = 10,
+        mode: str = "listwise",
+        batch_size: int = 32,
+        progress: bool = True,
     ):
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.embedder, self.reranker = embedder, reranker
-        self.top_k, self.mode, self.batch_size = top_k, mode, batch_size
+        self.top_k, self.mode, self.batch_size, self.progress = top_k, mode, batch_size, progress
         self.candidates: list[Item] = []
         self.faiss_index: faiss.Index | None = None
         self.num_fallbacks = 0
 
     def _embed(self, items: Sequence[Item]) -> np.ndarray:
-        embeddings = self.embedder.encode(list(items), batch_size=self.batch_size, show_progress_bar=True)
+        embeddings = self.embedder.encode(list(items), batch_size=self.batch_size, show_progress_bar=self.progress)
         embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1)
         return np.ascontiguousarray(embeddings.numpy(), dtype=np.float32)
 
@@ -91,7 +98,7 @@ class RetrieveThenRerank:
         scores, indices = self.retrieve(queries)
         results = []
         for query, row_scores, row in tqdm(
-            zip(queries, scores, indices), total=len(queries), desc="rerank", unit="query"
+            zip(queries, scores, indices), total=len(queries), desc="rerank", unit="query", disable=not self.progress
         ):
             embed_order = [int(i) for i in row]
             result = RetrievalResult(embed_order, embed_order, [float(s) for s in row_scores], None, False, None)
@@ -106,3 +113,26 @@ class RetrieveThenRerank:
                 self.num_fallbacks += int(reranked.fallback)
             results.append(result)
         return results
+
+
+def rerank_precision_at_1(pipeline: RetrieveThenRerank, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Precision@1 of the embedder alone and embedder + reranker on MMEB-eval rows (ground truth = candidate 0):
+    each row's candidates are indexed, its query retrieves the top-k, the reranker reorders them.
+
+    Returns ``{"embedder": p@1, "reranked": p@1, "fallbacks": count, "rows": n}``.
+    """
+    hits = {"embedder": 0, "reranked": 0}
+    fallbacks = pipeline.num_fallbacks
+    for row in tqdm(rows, desc="rows", unit="row", disable=not pipeline.progress):
+        candidates = [{"text": t, "image": i} for t, i in zip(row["tgt_text"], row["tgt_image"])]
+        pipeline.index(candidates)
+        (result,) = pipeline.search([{"text": row["qry_text"], "image": row["qry_image"]}])
+        hits["embedder"] += int(result.embed_order[0] == 0)
+        hits["reranked"] += int(result.order[0] == 0)
+    n = max(len(rows), 1)
+    return {
+        "embedder": hits["embedder"] / n,
+        "reranked": hits["reranked"] / n,
+        "fallbacks": pipeline.num_fallbacks - fallbacks,
+        "rows": len(rows),
+    }
