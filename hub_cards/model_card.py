@@ -15,9 +15,17 @@ TEMPLATE = Path(__file__).with_name("embedder_model_card.md")
 RERANKER_TEMPLATE = Path(__file__).with_name("reranker_model_card.md")
 
 
-def _base_model(config: Any) -> str | None:
+def _card_data(config: Any, pipeline_tag: str, tags: list[str], datasets: list[str] | None) -> ModelCardData:
+    """Card metadata; ``base_model`` is the backbone's Hub id when it was loaded from the Hub."""
     name = getattr(config.backbone_config, "_name_or_path", "") or None
-    return name if name and "/" in name and not name.startswith("/") else None
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["unime-v2", *tags, config.backbone_config.model_type],
+        base_model=name if name and "/" in name and not name.startswith("/") else None,
+        datasets=datasets,
+        license="apache-2.0",
+    )
 
 
 def build_embedder_card(
@@ -28,14 +36,7 @@ def build_embedder_card(
     datasets: list[str] | None = None,
 ) -> ModelCard:
     """Render the card of a trained embedder from its ``UniMEV2Config``, training settings and metrics."""
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="feature-extraction",
-        tags=["unime-v2", "multimodal-embedding", "mmeb", config.backbone_type],
-        base_model=_base_model(config),
-        datasets=datasets,
-        license="apache-2.0",
-    )
+    card_data = _card_data(config, "feature-extraction", ["multimodal-embedding", "mmeb"], datasets)
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -60,14 +61,7 @@ def build_reranker_card(
 ) -> ModelCard:
     """Render the card of a trained reranker from its ``UniMEV2RerankerConfig``, training settings and metrics."""
     backbone_type = config.backbone_config.model_type
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="image-text-to-text",
-        tags=["unime-v2", "reranker", "mmeb", backbone_type],
-        base_model=_base_model(config),
-        datasets=datasets,
-        license="apache-2.0",
-    )
+    card_data = _card_data(config, "image-text-to-text", ["reranker", "mmeb"], datasets)
     return ModelCard.from_template(
         card_data,
         template_path=str(RERANKER_TEMPLATE),

@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from .configuration_unime_v2 import IMAGE_MARKER, SUPPORTED_BACKBONES
 from .configuration_unime_v2_reranker import UniMEV2RerankerConfig
+from .modeling_unime_v2 import RemoteCodeSaving, _hub_kwargs
 from .processing_unime_v2 import load_item_image
 from .prompting_unime_v2 import (
     JUDGE_TEMPLATE,
@@ -85,11 +86,6 @@ def prepare_item(item: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {"text": text, "image": image}
 
 
-def _hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
-    return {key: kwargs[key] for key in keys if key in kwargs}
-
-
 class UniMEV2RerankerPreTrainedModel(PreTrainedModel):
     config_class = UniMEV2RerankerConfig
     base_model_prefix = "backbone"
@@ -106,7 +102,7 @@ class UniMEV2RerankerPreTrainedModel(PreTrainedModel):
     ]
 
 
-class UniMEV2Reranker(UniMEV2RerankerPreTrainedModel):
+class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
     """UniME-V2-Reranker over a generative VLM (``self.backbone``, a ``*ForConditionalGeneration``).
 
     Items are ``{"text": str | None, "image": PIL image | path | None}``; ``<|image_1|>`` markers in texts are
@@ -169,14 +165,6 @@ class UniMEV2Reranker(UniMEV2RerankerPreTrainedModel):
                 f"No processor found with {pretrained_model_name_or_path}: {error}; use attach_processor()."
             )
         return model
-
-    def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
-        """Save weights, config, the remote code and the processor, so ``AutoModel`` can load them anywhere."""
-        self.register_for_auto_class("AutoModel")
-        self.config.register_for_auto_class()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self.processor is not None and kwargs.get("is_main_process", True):
-            self.processor.save_pretrained(save_directory)
 
     def attach_processor(self, processor: Any) -> None:
         """Use ``processor`` (the backbone's, with a chat template) to build prompts; applies the pixel budget."""
