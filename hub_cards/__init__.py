@@ -2,7 +2,14 @@
 
 from .dataset_card import build_mined_dataset_card
 from .markdown import markdown_grid, markdown_rows, markdown_table
-from .model_card import build_embedder_card
+from .model_card import build_embedder_card, build_reranker_card
 
 
-__all__ = ["build_embedder_card", "build_mined_dataset_card", "markdown_grid", "markdown_rows", "markdown_table"]
+__all__ = [
+    "build_embedder_card",
+    "build_reranker_card",
+    "build_mined_dataset_card",
+    "markdown_grid",
+    "markdown_rows",
+    "markdown_table",
+]

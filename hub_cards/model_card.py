@@ -12,6 +12,20 @@ from .markdown import markdown_table
 
 
 TEMPLATE = Path(__file__).with_name("embedder_model_card.md")
+RERANKER_TEMPLATE = Path(__file__).with_name("reranker_model_card.md")
+
+
+def _card_data(config: Any, pipeline_tag: str, tags: list[str], datasets: list[str] | None) -> ModelCardData:
+    """Card metadata; ``base_model`` is the backbone's Hub id when it was loaded from the Hub."""
+    name = getattr(config.backbone_config, "_name_or_path", "") or None
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["unime-v2", *tags, config.backbone_config.model_type],
+        base_model=name if name and "/" in name and not name.startswith("/") else None,
+        datasets=datasets,
+        license="apache-2.0",
+    )
 
 
 def build_embedder_card(
@@ -22,17 +36,7 @@ def build_embedder_card(
     datasets: list[str] | None = None,
 ) -> ModelCard:
     """Render the card of a trained embedder from its ``UniMEV2Config``, training settings and metrics."""
-    backbone_name = getattr(config.backbone_config, "_name_or_path", "") or None
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="feature-extraction",
-        tags=["unime-v2", "multimodal-embedding", "mmeb", config.backbone_type],
-        base_model=backbone_name
-        if backbone_name and "/" in backbone_name and not backbone_name.startswith("/")
-        else None,
-        datasets=datasets,
-        license="apache-2.0",
-    )
+    card_data = _card_data(config, "feature-extraction", ["multimodal-embedding", "mmeb"], datasets)
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -43,6 +47,32 @@ def build_embedder_card(
         normalize=config.normalize,
         image_resize=config.image_resize or "none (pixel budget only)",
         tau=config.tau,
+        training_table=markdown_table(training, ("setting", "value")),
+        metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
+    )
+
+
+def build_reranker_card(
+    config: Any,
+    repo_id: str,
+    training: Mapping[str, Any],
+    metrics: Mapping[str, float] | None = None,
+    datasets: list[str] | None = None,
+) -> ModelCard:
+    """Render the card of a trained reranker from its ``UniMEV2RerankerConfig``, training settings and metrics."""
+    backbone_type = config.backbone_config.model_type
+    card_data = _card_data(config, "image-text-to-text", ["reranker", "mmeb"], datasets)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(RERANKER_TEMPLATE),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        backbone_type=backbone_type,
+        pair_format=config.pair_format,
+        pairwise_prompt=config.pairwise_prompt,
+        listwise_prompt=config.listwise_prompt,
+        yes_token=config.yes_token,
+        no_token=config.no_token,
         training_table=markdown_table(training, ("setting", "value")),
         metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
     )

@@ -62,6 +62,18 @@ def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
 
 
+class RemoteCodeSaving:
+    """``save_pretrained`` for UniME-V2 models: weights, config, this remote code (``auto_map``) and ``processor``."""
+
+    def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
+        """Save weights, config, the remote code and the processor, so ``AutoModel`` can load them anywhere."""
+        self.register_for_auto_class("AutoModel")
+        self.config.register_for_auto_class()
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.processor is not None and kwargs.get("is_main_process", True):
+            self.processor.save_pretrained(save_directory)
+
+
 class UniMEV2PreTrainedModel(PreTrainedModel):
     config_class = UniMEV2Config
     base_model_prefix = "backbone"
@@ -79,7 +91,7 @@ class UniMEV2PreTrainedModel(PreTrainedModel):
     ]
 
 
-class UniMEV2Model(UniMEV2PreTrainedModel):
+class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
     """UniME-V2 universal multimodal embedder.
 
     Use :meth:`encode` for lists of items, :meth:`forward` for processed batches (training), and
@@ -138,14 +150,6 @@ class UniMEV2Model(UniMEV2PreTrainedModel):
                 f"No processor found with {pretrained_model_name_or_path}: {error}; attach one to encode()."
             )
         return model
-
-    def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
-        """Save weights, config, the remote code and the processor, so ``AutoModel`` can load them anywhere."""
-        self.register_for_auto_class("AutoModel")
-        self.config.register_for_auto_class()
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self.processor is not None and kwargs.get("is_main_process", True):
-            self.processor.save_pretrained(save_directory)
 
     # ----------------------------------------------------------------------------------------- model
     def get_input_embeddings(self) -> torch.nn.Module:

@@ -31,7 +31,37 @@ JUDGE_PROMPT = (
     "I will provide you with a query and a candidate. Please evaluate whether the candidate meets the requirements "
     "of the query. If it does, respond with 'Yes'; if it doesn't, respond with 'No'."
 )
+RERANK_PAIR_PROMPT = JUDGE_PROMPT  # the released reranker's pairwise instruction is the paper's judge prompt
+RERANK_PAIR_PROMPT_RELEASED = RERANK_PAIR_PROMPT.replace("doesn't, respond", "doesn't, responed")
+RERANK_LIST_PROMPT = (
+    "I will provide you with a query followed by multiple candidates in the format: (1) cand1 (2) cand2, etc. "
+    "Each candidate is independent of the others. Evaluate each candidate against the query, and respond with the "
+    "number corresponding to the candidate that best meets the requirements of the query."
+)
 _CUT = "\ue000UNIME_V2_PREFIX_END\ue000"
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """How a (query, candidate) pair is laid out in the user turn:
+    ``prompt + query_label``, query image, query text, ``candidate_label``, candidate image, candidate text, ``end``.
+
+    :data:`JUDGE_TEMPLATE` is the paper's judge (``<prompt> Query:<q>, Candidates:<c>.``); :data:`RERANK_TEMPLATE`
+    the released reranker's pairwise turn (``<prompt>Query:<q>Candidate:<c>``, parts joined as the chat template
+    joins text parts). The prefix (shared by all candidates of a query) ends right after ``candidate_label``.
+    """
+
+    prompt: str = JUDGE_PROMPT
+    query_label: str = " Query:"
+    candidate_label: str = ", Candidates:"
+    end: str = "."
+
+    def with_prompt(self, prompt: str) -> PairTemplate:
+        return PairTemplate(prompt, self.query_label, self.candidate_label, self.end)
+
+
+JUDGE_TEMPLATE = PairTemplate()
+RERANK_TEMPLATE = PairTemplate(RERANK_PAIR_PROMPT, "Query:", "Candidate:", "")
 
 
 class PrefixNotShared(ValueError):
@@ -106,36 +136,63 @@ def image_inputs_for(model_type: str) -> ImageInputs:
     return MRopeImageInputs() if model_type in MROPE_MODEL_TYPES else ImageInputs()
 
 
-def _content(
-    prompt: str, query: Mapping[str, Any], candidate: Mapping[str, Any], cut: str = _CUT
-) -> list[dict[str, str]]:
-    """The user turn: prompt + "Query:", query image, query text, ", Candidates:" (+ cut mark), candidate, "."."""
-    parts: list[dict[str, str]] = [{"type": "text", "text": f"{prompt} Query:"}]
-    if query.get("image") is not None:
-        parts.append({"type": "image"})
-    if query.get("text"):
-        parts.append({"type": "text", "text": query["text"]})
-    parts.append({"type": "text", "text": ", Candidates:" + cut})
-    if candidate.get("image") is not None:
-        parts.append({"type": "image"})
-    if candidate.get("text"):
-        parts.append({"type": "text", "text": candidate["text"]})
-    parts.append({"type": "text", "text": "."})
+def as_template(prompt: str | PairTemplate) -> PairTemplate:
+    """A bare prompt string means the judge layout with that instruction."""
+    return prompt if isinstance(prompt, PairTemplate) else JUDGE_TEMPLATE.with_prompt(prompt)
+
+
+def _item_parts(item: Mapping[str, Any]) -> list[dict[str, str]]:
+    parts: list[dict[str, str]] = [{"type": "image"}] if item.get("image") is not None else []
+    if item.get("text"):
+        parts.append({"type": "text", "text": item["text"]})
     return parts
+
+
+def _content(
+    prompt: str | PairTemplate, query: Mapping[str, Any], candidate: Mapping[str, Any], cut: str = _CUT
+) -> list[dict[str, str]]:
+    """The user turn of a pair (see :class:`PairTemplate`), with the cut mark after the candidate label."""
+    template = as_template(prompt)
+    parts: list[dict[str, str]] = [{"type": "text", "text": template.prompt + template.query_label}]
+    parts += _item_parts(query)
+    parts.append({"type": "text", "text": template.candidate_label + cut})
+    parts += _item_parts(candidate)
+    if template.end:
+        parts.append({"type": "text", "text": template.end})
+    return parts
+
+
+def listwise_content(prompt: str, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The listwise user turn: prompt, ``Query:`` query, ``Candidates:``, then ``(i) `` + candidate i (1-based)."""
+    parts: list[dict[str, str]] = [{"type": "text", "text": prompt + "Query:"}]
+    parts += _item_parts(query)
+    parts.append({"type": "text", "text": "Candidates:"})
+    for number, candidate in enumerate(candidates, start=1):
+        parts.append({"type": "text", "text": f"({number}) "})
+        parts += _item_parts(candidate)
+    return parts
+
+
+def render_listwise(processor: Any, prompt: str, query: Mapping[str, Any], candidates: Sequence[Mapping]) -> str:
+    """The chat-template text of a listwise prompt, ending with the generation prompt."""
+    messages = [{"role": "user", "content": listwise_content(prompt, query, candidates)}]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def images_of(item: Mapping[str, Any]) -> list[Any]:
     return [item["image"]] if item.get("image") is not None else []
 
 
-def render_full(processor: Any, prompt: str, query: Mapping[str, Any], candidate: Mapping[str, Any]) -> str:
+def render_full(
+    processor: Any, prompt: str | PairTemplate, query: Mapping[str, Any], candidate: Mapping[str, Any]
+) -> str:
     """The chat-template text of one whole pair (no cut)."""
     messages = [{"role": "user", "content": _content(prompt, query, candidate, cut="")}]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def render_pair(
-    processor: Any, prompt: str, query: Mapping[str, Any], candidate: Mapping[str, Any]
+    processor: Any, prompt: str | PairTemplate, query: Mapping[str, Any], candidate: Mapping[str, Any]
 ) -> tuple[str, str]:
     """The chat-template text of one pair, cut into (prefix, suffix) after ``", Candidates:"``.
 

@@ -32,12 +32,14 @@ from .processing_unime_v2 import set_pixel_budget
 from .prompting_unime_v2 import (
     JUDGE_PROMPT,
     MROPE_MODEL_TYPES,
+    PairTemplate,
     Piece,
     PrefixNotShared,
     encode_pieces,
     image_inputs_for,
     images_of,
     render_full,
+    render_listwise,
     render_pair,
 )
 
@@ -83,7 +85,7 @@ class JudgeScorer:
     Args:
         model: an image-text-to-text model (``*ForConditionalGeneration``) whose base model is ``model.model``.
         processor: its processor, with a chat template.
-        prompt: the instruction before ``Query:``.
+        prompt: the instruction before ``Query:`` (the judge layout), or a whole :class:`PairTemplate`.
         batch_size: candidates (suffixes, or full pairs) per forward pass.
         prefix_sharing: run the query prefix once per query (exact; much faster); ``False`` runs full pairs.
         yes_token, no_token: the answer words; each must be a single token of the tokenizer.
@@ -93,7 +95,7 @@ class JudgeScorer:
         self,
         model: torch.nn.Module,
         processor: Any,
-        prompt: str = JUDGE_PROMPT,
+        prompt: str | PairTemplate = JUDGE_PROMPT,
         batch_size: int = 64,
         prefix_sharing: bool = True,
         yes_token: str = "Yes",
@@ -191,8 +193,27 @@ class JudgeScorer:
 
     def full_pair_inputs(self, query: JudgeItem, candidate: JudgeItem) -> dict[str, Any]:
         """Inputs of one full pair for a plain ``model(**inputs)`` call (the per-pair reference), on its device."""
-        pair = self.encode(query, [candidate]).pair(0)
-        return self._to_device(self._batch([pair.input_ids], pair.images))
+        return self.piece_inputs(self.encode(query, [candidate]).pair(0))
+
+    def piece_inputs(self, piece: Piece) -> dict[str, Any]:
+        """Inputs of one token piece (batch of 1) for a plain ``model(**inputs)`` call, on the model's device."""
+        return self._to_device(self._batch([piece.input_ids], piece.images))
+
+    def encode_listwise(self, prompt: str, query: JudgeItem, candidates: Sequence[JudgeItem]) -> Piece:
+        """The listwise prompt (query + numbered candidates, generation prompt last) as one token piece."""
+        text = render_listwise(self.processor, prompt, query, candidates)
+        images = images_of(query) + [image for candidate in candidates for image in images_of(candidate)]
+        return encode_pieces(self.processor, self.images, [text], [images])[0]
+
+    @torch.no_grad()
+    def generate(self, inputs: Mapping[str, Any], max_new_tokens: int, **kwargs: Any) -> Any:
+        """Greedy ``generate`` on model inputs (``mm_token_type_ids`` dropped where the model does not take it)."""
+        inputs = dict(inputs)
+        if not self._takes_mm_types:
+            inputs.pop("mm_token_type_ids", None)
+        return self.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_token_id, **kwargs
+        )
 
     def _positions(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         """Position ids over whole sequences: M-RoPE ``(3, n, L)`` from ``get_rope_index``, else 1-D ``(n, L)``."""
@@ -309,15 +330,6 @@ class JudgeScorer:
     def score_with_generate(self, query: JudgeItem, candidate: JudgeItem) -> float:
         """One pair through ``generate(max_new_tokens=1)`` (the authors' demo way; for comparisons only)."""
         inputs = self.full_pair_inputs(query, candidate)
-        if not self._takes_mm_types:
-            inputs.pop("mm_token_type_ids", None)
-        out = self.model.generate(
-            **inputs,
-            max_new_tokens=1,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=self.pad_token_id,
-        )
+        out = self.generate(inputs, max_new_tokens=1, output_logits=True, return_dict_in_generate=True)
         logits = out.logits[0][0, [self.yes_token_id, self.no_token_id]].float()
         return float(logits.softmax(-1)[0])

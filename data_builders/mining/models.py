@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel
 
-from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.modeling_unime_v2 import UniMEV2Model, UniMEV2Reranker
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
 from .config import MiningConfig
@@ -26,17 +26,25 @@ def load_embedder(path: str, prompt_format: str, dtype: str, device: torch.devic
 
 
 def load_judge(path: str, config: MiningConfig, device: torch.device) -> JudgeScorer:
-    """The judge of ``config`` on ``device``."""
-    return JudgeScorer.from_pretrained(
-        path,
-        dtype=config.judge_dtype,
-        device=device,
-        attn_implementation=config.judge_attn_implementation,
-        min_pixels=config.judge_min_pixels,
-        max_pixels=config.judge_max_pixels,
-        batch_size=config.judge_batch_size,
-        prefix_sharing=config.prefix_sharing,
-    )
+    """The judge of ``config`` on ``device``: the scoring core of a :class:`UniMEV2Reranker` — a saved reranker,
+    or a plain VLM wrapped as one in the paper's judge layout (a base Qwen2.5-VL-7B-Instruct is the paper's judge)."""
+    options = {
+        "batch_size": config.judge_batch_size,
+        "prefix_sharing": config.prefix_sharing,
+        "min_pixels": config.judge_min_pixels,
+        "max_pixels": config.judge_max_pixels,
+    }
+    load = {"dtype": getattr(torch, config.judge_dtype)}
+    if config.judge_attn_implementation:
+        load["attn_implementation"] = config.judge_attn_implementation
+    if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "unime_v2_reranker":
+        reranker = UniMEV2Reranker.from_pretrained(path, **load)
+        for key, value in options.items():
+            setattr(reranker.config, key, value if value is not None else getattr(reranker.config, key))
+        reranker.attach_processor(reranker.processor)
+    else:
+        reranker = UniMEV2Reranker.from_backbone(path, pair_format="judge", **options, **load)
+    return reranker.to(device).eval().scorer
 
 
 def checkpoint_folder(spec_path: str) -> Path:

@@ -7,7 +7,6 @@ wrong position or the wrong token would change the loss visibly (checked in the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -30,22 +29,13 @@ from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
 from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS, load_tiny_backbone
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 from unime_v2.trainers.evaluation.judge_quality import judge_quality, rankdata, roc_auc, spearman
-from unime_v2.trainers.judge_trainer import (
-    PairwiseJudgeCollator,
-    PairwiseJudgeTrainer,
+from unime_v2.trainers.reranker_trainer import (
+    RerankerCollator,
+    UniMEV2RerankerTrainer,
     answer_logits,
     judge_losses,
 )
-
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("train_tiny_judge", ROOT / "examples" / "train_tiny_judge.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from unime_v2.trainers.tiny_judge import scratch_init_
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,9 +124,9 @@ def reference_ce(scorer: JudgeScorer, feature: dict, offset: int = 1) -> torch.T
 @pytest.mark.parametrize("kind", BACKBONE_KINDS)
 def test_loss_is_cross_entropy_at_the_judges_answer_position(kind, sharp_judges, mixed_features, tmp_path):
     sharp_judge = sharp_judges[kind]
-    collator = PairwiseJudgeCollator(sharp_judge)
+    collator = RerankerCollator(sharp_judge)
     batch = collator(mixed_features)
-    trainer = PairwiseJudgeTrainer(model=sharp_judge.model, args=trainer_args(tmp_path), data_collator=collator)
+    trainer = UniMEV2RerankerTrainer(model=sharp_judge.model, args=trainer_args(tmp_path), data_collator=collator)
     with torch.no_grad():
         loss, outputs = trainer.compute_loss(sharp_judge.model, dict(batch), return_outputs=True)
     reference = torch.stack([reference_ce(sharp_judge, f) for f in mixed_features]).mean()
@@ -154,7 +144,7 @@ def test_loss_is_cross_entropy_at_the_judges_answer_position(kind, sharp_judges,
 
 
 def test_collator_rows_are_the_judges_full_pair_inputs(sharp_judge, mixed_features):
-    collator = PairwiseJudgeCollator(sharp_judge)
+    collator = RerankerCollator(sharp_judge)
     batch = collator(mixed_features)
     lengths = batch["attention_mask"].sum(-1)
     patches = 0
@@ -183,7 +173,7 @@ def test_collator_rows_are_the_judges_full_pair_inputs(sharp_judge, mixed_featur
 
 def test_candidate_lm_term(sharp_judge, mixed_features):
     """The optional LM term targets exactly the positive's text tokens, each predicted from the position before."""
-    collator = PairwiseJudgeCollator(sharp_judge, candidate_lm=True)
+    collator = RerankerCollator(sharp_judge, candidate_lm=True)
     batch = collator(mixed_features)
     mask = batch["candidate_lm_mask"]
     tokenizer = sharp_judge.processor.tokenizer
@@ -258,11 +248,10 @@ def text_records():
 @pytest.fixture(scope="module")
 def trained(tiny_backbone_dirs, text_records, tmp_path_factory):
     """A tiny judge trained briefly from scratch; returns the quality before / after and the saved folder."""
-    example = load_example()
     path = tiny_backbone_dirs["qwen2_5_vl"]
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(path)
-    example.scratch_init_(model, seed=0)
+    scratch_init_(model, seed=0)
     train_ids, heldout_ids = split_queries(text_records, heldout_fraction=0.2, seed=0)
     pairs = build_judge_pairs(text_records, num_negatives=1, seed=0, query_indices=train_ids)
 
@@ -273,7 +262,7 @@ def trained(tiny_backbone_dirs, text_records, tmp_path_factory):
 
     before = quality()
     out = tmp_path_factory.mktemp("trained_judge")
-    trainer = PairwiseJudgeTrainer(
+    trainer = UniMEV2RerankerTrainer(
         model=model.train(),
         args=trainer_args(
             out,
@@ -287,6 +276,7 @@ def trained(tiny_backbone_dirs, text_records, tmp_path_factory):
         ),
         train_dataset=pairs,
         processing_class=processor,
+        list_weight=0.0,
         candidate_lm_weight=1.0,
     )
     trainer.train()
@@ -385,7 +375,7 @@ def test_pairs_without_negatives_are_refused(tmp_path, tiny_backbone_dirs):
         check_pair_dataset(only_yes)
     model, processor = load_tiny_backbone(tiny_backbone_dirs["qwen2_5_vl"])
     with pytest.raises(ValueError, match=r"no negative \('No'\) pair for record 0"):
-        PairwiseJudgeTrainer(
+        UniMEV2RerankerTrainer(
             model=model, args=trainer_args(tmp_path), train_dataset=only_yes, processing_class=processor
         )
     import datasets

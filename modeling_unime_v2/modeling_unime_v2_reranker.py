@@ -1,0 +1,299 @@
+"""The UniME-V2-Reranker: a generative VLM that judges one candidate (pairwise, P(Yes)) or picks the best of many
+(listwise, ``Ans: (i)``). The mining judge is the same model in the pairwise judge layout (docs/reranker.md).
+
+Hub remote code: this file imports only torch, transformers and its siblings, so ``save_pretrained`` copies it next
+to the weights and ``AutoModel.from_pretrained(path, trust_remote_code=True)`` runs it anywhere.
+
+Scoring is :class:`~.scoring_unime_v2.JudgeScorer` (one forward, the query prefix shared across candidates);
+listwise reranking generates the answer and parses its first ``(i)`` (or a bare number), falling back to the
+incoming order on an unparsable or out-of-range answer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
+from transformers.utils import logging
+
+from .configuration_unime_v2 import IMAGE_MARKER, SUPPORTED_BACKBONES
+from .configuration_unime_v2_reranker import UniMEV2RerankerConfig
+from .modeling_unime_v2 import RemoteCodeSaving, _hub_kwargs
+from .processing_unime_v2 import load_item_image
+from .prompting_unime_v2 import (
+    JUDGE_TEMPLATE,
+    RERANK_PAIR_PROMPT_RELEASED,
+    RERANK_TEMPLATE,
+    PairTemplate,
+)
+from .scoring_unime_v2 import JudgeScorer, set_pixel_budget
+
+
+logger = logging.get_logger(__name__)
+RERANK_MODES = ("listwise", "pairwise")
+_MARKER = re.compile(re.escape(IMAGE_MARKER).replace("1", r"\d+") + r"\n?")
+
+
+@dataclass
+class RerankResult:
+    """The outcome of :meth:`UniMEV2Reranker.rerank`.
+
+    Args:
+        order: indices into the candidates, best first (a permutation).
+        scores: P(Yes) per candidate (in the candidates' order) in pairwise mode; ``None`` in listwise mode.
+        fallback: the listwise answer was unparsable or out of range, so the incoming order was kept.
+        answer: the raw generated text (listwise).
+    """
+
+    order: list[int]
+    scores: list[float] | None
+    fallback: bool
+    answer: str | None
+
+
+def parse_answer(answer: str, num_candidates: int) -> int | None:
+    """The 0-based candidate named by a listwise answer: the first ``(i)``, else the first number (1-based);
+    ``None`` when there is none or it is out of range."""
+    match = re.search(r"\((\d+)\)", answer) or re.search(r"\d+", answer)
+    if match is None:
+        return None
+    number = int(match.group(1) if match.groups() else match.group(0))
+    return number - 1 if 1 <= number <= num_candidates else None
+
+
+def listwise_order(choice: int | None, num_candidates: int) -> list[int]:
+    """The chosen candidate first, the others in incoming order; the incoming order when ``choice`` is ``None``."""
+    rest = [i for i in range(num_candidates) if i != choice]
+    return rest if choice is None else [choice, *rest]
+
+
+def prepare_item(item: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``{"text", "image"}`` with the image opened as RGB (errors name the item) and image markers removed."""
+    if not isinstance(item, Mapping):
+        raise TypeError(f"{name}: an item is a dict with 'text' and/or 'image', got {type(item).__name__}")
+    try:
+        image = load_item_image(item.get("image"), 0)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        raise type(error)(f"{name}: {str(error).removeprefix('item 0: ')}") from error
+    text = _MARKER.sub("", item.get("text") or "").strip()
+    if not text and image is None:
+        raise ValueError(f"{name}: has neither text nor image")
+    return {"text": text, "image": image}
+
+
+class UniMEV2RerankerPreTrainedModel(PreTrainedModel):
+    config_class = UniMEV2RerankerConfig
+    base_model_prefix = "backbone"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = [
+        "Qwen2VLDecoderLayer",
+        "Qwen2_5_VLDecoderLayer",
+        "Qwen2DecoderLayer",
+        "Qwen2VLVisionBlock",
+        "Qwen2_5_VLVisionBlock",
+        "SiglipEncoderLayer",
+    ]
+
+
+class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
+    """UniME-V2-Reranker over a generative VLM (``self.backbone``, a ``*ForConditionalGeneration``).
+
+    Items are ``{"text": str | None, "image": PIL image | path | None}``; ``<|image_1|>`` markers in texts are
+    removed (the image goes where the layout puts it). :meth:`forward` is the backbone's (training);
+    :meth:`score` and :meth:`rerank` are the user API; :meth:`from_backbone` wraps a plain VLM checkpoint.
+    """
+
+    def __init__(self, config: UniMEV2RerankerConfig):
+        super().__init__(config)
+        if config.backbone_config is None:
+            raise ValueError("UniMEV2RerankerConfig.backbone_config is required to build a UniMEV2Reranker")
+        self.backbone = AutoModelForImageTextToText.from_config(config.backbone_config)
+        self.processor: Any = None
+        self._scorer: JudgeScorer | None = None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- loading/saving
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str,
+        processor_name_or_path: str | None = None,
+        released_typo: bool = False,
+        **kwargs: Any,
+    ) -> UniMEV2Reranker:
+        """Wrap a plain VLM checkpoint (e.g. the authors' merged reranker, or Qwen2.5-VL-7B-Instruct as the judge).
+
+        ``released_typo=True`` uses the pairwise instruction exactly as in the authors' released training data
+        ("responed"), to match their released reranker. Keyword arguments naming :class:`UniMEV2RerankerConfig`
+        fields (``pair_format``, ``batch_size``, ``min_pixels``, …) configure the reranker; the rest (``dtype``,
+        ``attn_implementation``, ``revision``, …) go to ``from_pretrained``.
+        """
+        fields = set(inspect.signature(UniMEV2RerankerConfig.__init__).parameters) - {"self", "kwargs"}
+        options = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+        if released_typo:
+            options["pairwise_prompt"] = RERANK_PAIR_PROMPT_RELEASED
+        backbone_config = AutoConfig.from_pretrained(name_or_path, **_hub_kwargs(kwargs))
+        if backbone_config.model_type not in SUPPORTED_BACKBONES:
+            raise ValueError(
+                f"{name_or_path}: unsupported backbone model_type {backbone_config.model_type!r}; "
+                f"the reranker supports {SUPPORTED_BACKBONES}"
+            )
+        vlm = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        config = UniMEV2RerankerConfig(backbone_config=vlm.config, **options)
+        with torch.device("meta"):
+            model = cls(config)
+        model.backbone = vlm
+        model.config._attn_implementation_internal = vlm.config._attn_implementation
+        model.attach_processor(AutoProcessor.from_pretrained(processor_name_or_path or name_or_path))
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *args: Any, **kwargs: Any) -> UniMEV2Reranker:
+        """Load a saved reranker and, when the checkpoint has one, its processor."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            model.attach_processor(AutoProcessor.from_pretrained(pretrained_model_name_or_path, **_hub_kwargs(kwargs)))
+        except (OSError, ValueError) as error:
+            logger.warning(
+                f"No processor found with {pretrained_model_name_or_path}: {error}; use attach_processor()."
+            )
+        return model
+
+    def attach_processor(self, processor: Any) -> None:
+        """Use ``processor`` (the backbone's, with a chat template) to build prompts; applies the pixel budget."""
+        set_pixel_budget(processor, self.config.min_pixels, self.config.max_pixels)
+        self.processor = processor
+        self._scorer = None
+
+    # ----------------------------------------------------------------------------------------- model
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: torch.nn.Module) -> None:
+        self.backbone.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.backbone.get_output_embeddings()
+
+    def forward(self, **inputs: Any) -> Any:
+        """The backbone's forward (causal-LM logits; ``logits_to_keep`` selects positions)."""
+        return self.backbone(**inputs)
+
+    @property
+    def template(self) -> PairTemplate:
+        """The pairwise layout of the config with its instruction."""
+        base = RERANK_TEMPLATE if self.config.pair_format == "reranker" else JUDGE_TEMPLATE
+        return base.with_prompt(self.config.pairwise_prompt)
+
+    @property
+    def scorer(self) -> JudgeScorer:
+        """The scoring core (prompt rendering, prefix-shared P(Yes), generation) over this model's backbone."""
+        if self.processor is None:
+            raise ValueError("this reranker has no processor; load it with from_pretrained/from_backbone")
+        if self._scorer is None:
+            was_training = self.backbone.training
+            self._scorer = JudgeScorer(
+                self.backbone,
+                self.processor,
+                prompt=self.template,
+                batch_size=self.config.batch_size,
+                prefix_sharing=self.config.prefix_sharing,
+                yes_token=self.config.yes_token,
+                no_token=self.config.no_token,
+            )
+            self.backbone.train(was_training)
+        return self._scorer
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def _prepare(self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> tuple[dict, list]:
+        if len(candidates) == 0:
+            raise ValueError("no candidates to score or rerank (an empty candidate list)")
+        return prepare_item(query, "query"), [prepare_item(c, f"candidate {i}") for i, c in enumerate(candidates)]
+
+    def _check_pairs_fit(self, query: dict, candidates: list[dict]) -> None:
+        limit = self.config.context_length
+        if limit is None:
+            return
+        encoded = self.scorer.encode(query, candidates)
+        for index in range(len(candidates)):
+            length = len(encoded.pair(index).input_ids) + 1
+            if length > limit:
+                raise ValueError(
+                    f"candidate {index}: the pairwise prompt needs {length} tokens, more than the model's context "
+                    f"of {limit}; shorten the query or the candidate (or lower the image resolution)"
+                )
+
+    def _listwise_inputs(self, query: dict, candidates: list[dict]) -> dict[str, Any]:
+        """The listwise prompt's inputs; a clear error when it does not fit the context, saying how many fit."""
+        scorer = self.scorer
+        piece = scorer.encode_listwise(self.config.listwise_prompt, query, candidates)
+        limit = self.config.context_length
+        budget = self.config.max_new_tokens
+        if limit is not None and len(piece.input_ids) + budget > limit:
+            fit = 0
+            while fit < len(candidates):
+                shorter = scorer.encode_listwise(self.config.listwise_prompt, query, candidates[: fit + 1])
+                if len(shorter.input_ids) + budget > limit:
+                    break
+                fit += 1
+            raise ValueError(
+                f"{len(candidates)} candidates do not fit the model's context: the listwise prompt needs "
+                f"{len(piece.input_ids)} tokens + {budget} for the answer, the context holds {limit}; "
+                f"at most {fit} of these candidates fit (rerank fewer, e.g. a smaller top-k)"
+            )
+        return scorer.piece_inputs(piece)
+
+    # ----------------------------------------------------------------------------------------- user API
+    @torch.no_grad()
+    def score(
+        self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]], batch_size: int | None = None
+    ) -> torch.Tensor:
+        """P(Yes) of each candidate for ``query`` (pairwise prompt), shape ``(n,)``, fp32 on CPU.
+
+        One forward per ``batch_size`` candidates, the query prefix run once and shared (equal to scoring each
+        pair alone; see tests).
+        """
+        query, candidates = self._prepare(query, candidates)
+        self._check_pairs_fit(query, candidates)
+        scorer = self.scorer
+        scorer.batch_size = batch_size or self.config.batch_size
+        scorer.model.eval()
+        return torch.from_numpy(scorer.score(query, candidates))
+
+    @torch.no_grad()
+    def generate_answer(self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> str:
+        """The generated listwise answer text (e.g. ``"Ans: (2)"``) for ``query`` and its candidates."""
+        query, candidates = self._prepare(query, candidates)
+        inputs = self._listwise_inputs(query, candidates)
+        self.backbone.eval()
+        out = self.scorer.generate(inputs, max_new_tokens=self.config.max_new_tokens)
+        new = out[0, inputs["input_ids"].shape[1] :]
+        return self.processor.tokenizer.decode(new, skip_special_tokens=True)
+
+    def rerank(
+        self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]], mode: str = "listwise"
+    ) -> RerankResult:
+        """Reorder ``candidates`` for ``query``, best first.
+
+        ``listwise``: one prompt with all candidates numbered; the chosen one goes first, the rest keep the
+        incoming order; an unparsable or out-of-range answer keeps the incoming order (``fallback=True``, logged).
+        ``pairwise``: sort by P(Yes) (ties keep the incoming order).
+        """
+        if mode not in RERANK_MODES:
+            raise ValueError(f"mode={mode!r}; choose one of {RERANK_MODES}")
+        if mode == "pairwise":
+            scores = self.score(query, candidates)
+            order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+            return RerankResult(order, scores.tolist(), False, None)
+        answer = self.generate_answer(query, candidates)
+        choice = parse_answer(answer, len(candidates))
+        if choice is None:
+            logger.warning(f"unparsable or out-of-range listwise answer {answer!r}; the incoming order is kept")
+        return RerankResult(listwise_order(choice, len(candidates)), None, choice is None, answer)
