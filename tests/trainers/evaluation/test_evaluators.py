@@ -175,7 +175,7 @@ def trained_embedder(tmp_path_factory) -> Path:
     """A tiny embedder trained for a few steps by examples/train.py (run in-process through main(argv))."""
     out = tmp_path_factory.mktemp("trained")
     train = runpy.run_path(str(REPO / "examples" / "train.py"), run_name="train")
-    train["main"]([str(REPO / "examples/configs/tiny.yaml"), "--output_dir", str(out), "--max_steps", "2",
+    train["main"](["--config", str(REPO / "examples/configs/tiny.yaml"), "--output_dir", str(out), "--max_steps", "2",
                    "--eval_data", "none", "--mini_mmeb_train_per_task", "4", "--save_steps", "1000",
                    "--disable_tqdm", "true", "--warmup_steps", "0"])  # fmt: skip
     assert (out / "config.json").exists()
