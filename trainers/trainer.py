@@ -30,7 +30,13 @@ from transformers import Trainer
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 
 from .evaluation.mmeb import row_hits, summarize_hits
-from .losses import candidate_cosines, infonce_loss, js_divergence_loss, symmetric_kl_loss
+from .losses import (
+    candidate_cosines,
+    infonce_loss,
+    js_divergence_loss,
+    symmetric_kl_authors_loss,
+    symmetric_kl_loss,
+)
 from .training_args import UniMEV2TrainingArguments
 
 
@@ -63,6 +69,7 @@ def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Mo
             lora_dropout=args.lora_dropout,
             use_dora=args.use_dora,
             target_modules=args.peft_target_modules,
+            init_lora_weights=True if args.lora_init == "default" else args.lora_init,
             bias="none",
         )
         return get_peft_model(model, config)
@@ -137,6 +144,14 @@ class UniMEV2Trainer(Trainer):
         loss_type = self.args.loss_type
         if loss_type == "symmetric_kl":
             return symmetric_kl_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
+        if loss_type == "symmetric_kl_authors":
+            dtype = torch.float32 if self.args.authors_loss_fp32 else getattr(torch, self.args.torch_dtype_name)
+            return symmetric_kl_authors_loss(
+                candidate_cosines(queries, candidates, dtype),
+                judge_scores,
+                self.args.tau,
+                self.args.authors_loss_epsilon,
+            )
         if loss_type == "js":
             return js_divergence_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
         positives = self.gather_keep_local_grad(candidates[:, 0])
