@@ -59,6 +59,8 @@ def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Mo
         image_resize=args.image_resize,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
+        marker_without_image=args.marker_without_image,
+        eval_resolution=args.eval_resolution,
         tau=args.tau,
         dtype=getattr(torch, args.torch_dtype_name),
     )

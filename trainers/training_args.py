@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import EVAL_RESOLUTIONS, MARKER_POLICIES
+
 from .losses import LOSS_TYPES
 
 
@@ -98,6 +100,20 @@ class UniMEV2TrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Resize every image to N x N first (authors' Qwen2-VL script: 672; paper: 336)."},
     )
+    marker_without_image: str = field(
+        default="image_token",
+        metadata={
+            "help": "A text with an image marker but no image (MMEB-train WebQA queries): image_token (the "
+            "backbone's image token as text, no pixels: what the released checkpoints saw) | error (refuse it)."
+        },
+    )
+    eval_resolution: str = field(
+        default="high",
+        metadata={
+            "help": "Image size for evaluation: high (1344 x 1344, what the authors evaluated with) | low (336 x 336) "
+            "| checkpoint (the training image_resize / pixel budget). Saved in the model config."
+        },
+    )
     min_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, lower bound."})
     max_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, upper bound."})
     backbone_dtype: str = field(
@@ -159,6 +175,8 @@ class UniMEV2TrainingArguments(TrainingArguments):
         _check_choice("prompt_format", self.prompt_format, ("official", "chat"))
         _check_choice("lora_target_scope", self.lora_target_scope, LORA_TARGET_SCOPES)
         _check_choice("lora_init", self.lora_init, LORA_INITS)
+        _check_choice("marker_without_image", self.marker_without_image, MARKER_POLICIES)
+        _check_choice("eval_resolution", self.eval_resolution, tuple(EVAL_RESOLUTIONS))
         _check_choice("backbone_dtype", self.backbone_dtype, ("auto", "float32", "bfloat16", "float16"))
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")

@@ -115,7 +115,7 @@ def _check_string(value: Any, name: str, index: int | str, where: str) -> None:
         raise _fail(index, f"{name} must be a string, got {type(value).__name__} ({value!r})", where)
 
 
-def _has_image(image: Any) -> bool:
+def has_image(image: Any) -> bool:
     if isinstance(image, Mapping):  # undecoded Image feature value: {"bytes", "path"}
         return bool(image.get("bytes")) or bool(image.get("path"))
     return image is not None and image != ""
@@ -168,9 +168,9 @@ def validate_mined_record(
         (f"negative {j}", neg_texts[j], record["neg_images"][j], record["neg_image_paths"][j]) for j in range(count)
     ]
     for role, text, image, path in items:
-        if not text.strip() and not _has_image(image):
+        if not text.strip() and not has_image(image):
             raise _fail(index, f"{role} has neither text nor image", where)
-        if path and not _has_image(image):
+        if path and not has_image(image):
             raise _fail(index, f"{role} has image path {path!r} but no image", where)
 
 

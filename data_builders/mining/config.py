@@ -36,11 +36,13 @@ class MiningConfig:
         embedder: a UniME-V2 checkpoint, a plain VLM checkpoint (wrapped with ``UniMEV2Model.from_backbone``), or
             ``tiny:<kind>[:<seed>]`` for a tiny random backbone built on the fly.
         embedder_prompt_format: ``official`` (VLM2Vec/UniME-V2 released checkpoints) or ``chat``.
+        marker_without_image: see the field's help.
         embedder_dtype, embed_batch_size: precision and batch size of the embedder.
         embed_chunk_size: items per cached embedding file.
 
     Retrieval:
-        pool: ``dataset`` (positives of the query's own source dataset) or ``global`` (all positives).
+        pool: ``global`` (all positives: the paper's global retrieval, default), ``dataset`` (positives of the
+            query's own source dataset) or ``target_modality`` (positives of the same modality as its own).
         delta: candidates with ``cos >= delta`` are dropped (near-duplicates / likely false negatives).
         top_k: candidates kept per query (50 in the paper).
         faiss_gpu: use a faiss GPU index when faiss has GPUs.
@@ -52,8 +54,9 @@ class MiningConfig:
         judge_attn_implementation: e.g. ``sdpa`` or ``flash_attention_2`` (``None``: the model's default).
         prefix_sharing: run the query prefix once per query (exact; see ``JudgeScorer``).
 
-    Sampling (SPEC §3):
-        beta: false negative if ``s > s_pos - beta``.
+    Sampling (docs/method.md §3):
+        beta: false negative if ``s > s_pos - beta`` (default 0.001: the authors' released sample keeps
+            negatives 0.0038 below s_pos, so their β was at most that; docs/method.md §3).
         num_negatives: negatives stored per query (10).
         interval: step of the cyclical sampling (5).
         seed: seeds the fallback draw and the tiny backbones.
@@ -85,10 +88,17 @@ class MiningConfig:
     embedder: str = "tiny:qwen2_vl"
     embedder_prompt_format: str = "official"
     embedder_dtype: str = "float32"
+    marker_without_image: str = field(
+        default="image_token",
+        metadata={
+            "help": "A text with an image marker but no image (MMEB-train WebQA queries): image_token (the "
+            "backbone's image token as text, no pixels; what the authors' code did) | error (refuse it)."
+        },
+    )
     embed_batch_size: int = 16
     embed_chunk_size: int = 1024
 
-    pool: str = "dataset"
+    pool: str = "global"
     delta: float = 0.95
     top_k: int = 50
     faiss_gpu: bool = True
@@ -101,7 +111,7 @@ class MiningConfig:
     judge_attn_implementation: str | None = None
     prefix_sharing: bool = True
 
-    beta: float = 0.1
+    beta: float = 0.001
     num_negatives: int = 10
     interval: int = 5
     seed: int = 0
@@ -139,6 +149,8 @@ class MiningConfig:
                 raise ValueError(f"MiningConfig.{name} must be an int >= 1, got {value!r}")
         if self.max_queries is not None and self.max_queries < 1:
             raise ValueError(f"MiningConfig.max_queries must be >= 1 or None, got {self.max_queries!r}")
+        if self.marker_without_image not in ("image_token", "error"):
+            raise ValueError(f"MiningConfig.marker_without_image={self.marker_without_image!r}; image_token | error")
         if self.embedder_prompt_format not in ("official", "chat"):
             raise ValueError(f"MiningConfig.embedder_prompt_format={self.embedder_prompt_format!r}")
 
