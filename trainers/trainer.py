@@ -19,7 +19,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import Trainer
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import eval_image_resize
 
 from .evaluation.mmeb import row_hits, summarize_hits
 from .losses import (
@@ -44,6 +46,16 @@ logger = logging.getLogger(__name__)
 
 _VISION_MODULE_KEYS = ("visual", "vision_tower", "multi_modal_projector")
 ADAPTER_SUBFOLDER = "adapter"
+
+
+@contextmanager
+def _image_resize(config: Any, size: int | None) -> Iterator[None]:
+    """Embed with ``config.image_resize = size`` inside the block (evaluation resolution), restored after."""
+    saved, config.image_resize = config.image_resize, size
+    try:
+        yield
+    finally:
+        config.image_resize = saved
 
 
 def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Module:
@@ -191,7 +203,8 @@ class UniMEV2Trainer(Trainer):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         embedder = base_embedder(self.accelerator.unwrap_model(self.model))
         rows = list(self.mmeb_eval_rows)
-        with self.accelerator.split_between_processes(rows) as shard:
+        image_size = eval_image_resize(embedder.config)
+        with self.accelerator.split_between_processes(rows) as shard, _image_resize(embedder.config, image_size):
             hits = row_hits(
                 embedder,
                 shard,
@@ -204,6 +217,8 @@ class UniMEV2Trainer(Trainer):
         metrics = {
             f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in summarize_hits(hits).items()
         }
+        metrics[f"{metric_key_prefix}_resolution"] = embedder.config.eval_resolution
+        metrics[f"{metric_key_prefix}_image_size"] = image_size or 0  # 0: the processor's pixel budget only
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

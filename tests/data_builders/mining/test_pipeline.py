@@ -25,7 +25,7 @@ from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "examples" / "mine.py"
 MINI_MMEB = {
     "seed": 0,
