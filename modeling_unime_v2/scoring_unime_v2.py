@@ -90,7 +90,7 @@ def set_pixel_budget(processor: Any, min_pixels: int | None, max_pixels: int | N
 
 
 class JudgeScorer:
-    """Scores query–candidate pairs with a vision-language model and the paper's judge prompt (SPEC §2).
+    """Scores query–candidate pairs with a vision-language model and the paper's judge prompt (docs/method.md §2).
 
     Args:
         model: an image-text-to-text model (``*ForConditionalGeneration``) whose base model is ``model.model``.

@@ -53,7 +53,7 @@ def lora_target_regex(module_names: tuple[str, ...] | list[str] | None = None, s
 
 @dataclass
 class UniMEV2TrainingArguments(TrainingArguments):
-    """``TrainingArguments`` for :class:`~unime_v2.trainers.UniMEV2Trainer` (paper defaults, SPEC §4).
+    """``TrainingArguments`` for :class:`~unime_v2.trainers.UniMEV2Trainer` (paper defaults, docs/method.md §4).
 
     ``remove_unused_columns`` defaults to ``False``: records are dicts the collator consumes whole, and
     ``mm_token_type_ids``/``image_grid_thw`` must reach the model.

@@ -201,7 +201,7 @@ class TrainingRecords(torch.utils.data.Dataset):
     def from_authors_json(
         cls, json_path: str | os.PathLike, image_root: str | os.PathLike, **kwargs: Any
     ) -> TrainingRecords:
-        """Records from the authors' mined-negatives JSON and its image root (SPEC §5)."""
+        """Records from the authors' mined-negatives JSON and its image root (docs/method.md §5)."""
         mined = from_authors_json(json_path, image_root, num_negatives=None, check_images=True)
         kwargs.setdefault("name", os.fspath(json_path))
         return cls(mined, check_images=False, **kwargs)

@@ -1,4 +1,4 @@
-"""The MLLM-as-a-Judge hard-negative mining pipeline (SPEC §1–3), end to end, resumable and multi-process.
+"""The MLLM-as-a-Judge hard-negative mining pipeline (docs/method.md §1–3), end to end, resumable and multi-process.
 
     records ─► embed queries + pool candidates (cached) ─► faiss retrieval (top_k, cos < δ, no positive)
             ─► judge scores, positive included (shards, split over processes) ─► sampler ─► mined dataset
