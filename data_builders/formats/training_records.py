@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from .mined import (
     MINED_FEATURES,
-    has_image,
     NUM_STORED_NEGATIVES,
     from_authors_json,
+    has_image,
     iter_undecoded_rows,
     make_mined_row,
     validate_mined_record,
