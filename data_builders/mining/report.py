@@ -45,7 +45,9 @@ def negative_statistics(
         negative_scores: the stored negatives' judge scores per query.
         query_sources: the dataset of each query.
         negative_sources: the dataset of each stored negative (``""`` when unknown: a text-only negative of the
-            authors' JSON carries no path).
+            authors' JSON carries no path). The mining pipeline names a candidate by the first dataset whose
+            positive it is, so a candidate shared by several datasets can count as "other" even in per-dataset
+            pools.
         fallbacks: queries whose negatives are a random draw with score 1.0 (left out of the gap statistics).
 
     Returns:
