@@ -1,4 +1,4 @@
-"""Mine MLLM-as-a-Judge hard negatives (UniME-V2, SPEC §1–3) on one or many processes, resumably.
+"""Mine MLLM-as-a-Judge hard negatives (UniME-V2, docs/method.md §1–3) on one or many processes, resumably.
 
     accelerate launch --multi_gpu --num_processes 2 examples/mine.py --config examples/configs/mine_tiny.yaml \
         --output_dir out     # two processes; on a machine without GPUs they run on CPU (gloo)

@@ -4,7 +4,7 @@
     accelerate launch --multi_gpu --num_processes 2 examples/train.py --config examples/configs/tiny.yaml \
         --output_dir runs/tiny2 --per_device_train_batch_size 4          # two processes (CPU: gloo)
     accelerate launch --config_file examples/configs/accelerate_8gpu.yaml examples/train.py \
-        --config examples/configs/qwen2vl_2b.yaml --output_dir runs/qwen2vl_2b
+        --config examples/configs/qwen2vl_2b_paper.yaml --output_dir runs/qwen2vl_2b
     ... --resume_from_checkpoint runs/tiny/checkpoint-20      (or "last": the newest checkpoint in output_dir)
 
 The fields are those of ``UniMEV2DataArguments`` (backbone, data) and ``UniMEV2TrainingArguments`` (everything

@@ -11,6 +11,7 @@ SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 """Backbones with Qwen-VL's multimodal rotary positions (M-RoPE) and pixel-budget image processors."""
 PROMPT_FORMATS = ("official", "chat")
+MARKER_POLICIES = ("image_token", "error")
 IMAGE_MARKER = "<|image_1|>"
 IMAGE_MARKER_PATTERN = re.compile(r"<\|image_\d+\|>")
 """MMEB's image markers (``<|image_1|>``, …) wherever text is read: the processor, mining, the judge's pairs."""
@@ -19,6 +20,16 @@ IMAGE_MARKER_PATTERN = re.compile(r"<\|image_\d+\|>")
 def strip_image_markers(text: str | None) -> str:
     """``text`` without its image markers (nor the newline after each), surrounding whitespace stripped."""
     return re.sub(IMAGE_MARKER_PATTERN.pattern + r"\n?", "", text or "").strip()
+
+
+EVAL_RESOLUTIONS = {"high": 1344, "low": 336, "checkpoint": None}
+"""Evaluation image sizes (square resize, pixels per side); ``checkpoint`` keeps the training setting."""
+
+
+def eval_image_resize(config: UniMEV2Config) -> int | None:
+    """The ``image_resize`` to evaluate ``config``'s model with (its ``eval_resolution``; docs/method.md §4)."""
+    size = EVAL_RESOLUTIONS[config.eval_resolution]
+    return config.image_resize if size is None else size
 
 
 class UniMEV2Config(PretrainedConfig):
@@ -39,6 +50,13 @@ class UniMEV2Config(PretrainedConfig):
         min_pixels, max_pixels (`int`, *optional*): the Qwen-VL processor's pixel budget per image.
         padding_side (`str`): ``"left"`` (authors) or ``"right"``; pooling is correct for both.
         max_length (`int`, *optional*): truncate longer inputs (tokens); ``None`` never truncates.
+        marker_without_image (`str`): what an item whose text has an image marker but which has no image becomes
+            (MMEB-train's WebQA queries carry ``<|image_1|>`` with an empty path). ``"image_token"`` (default,
+            what produced the released checkpoints): the marker becomes the backbone's image token as a plain text
+            token, with no pixels; ``"error"``: refuse the item.
+        eval_resolution (`str`, *optional*): the image size used when evaluating: ``"high"`` (1344², what the
+            authors evaluated every checkpoint with; the default), ``"low"`` (336²) or ``"checkpoint"`` (the
+            training ``image_resize`` and pixel budget). See :func:`eval_image_resize`.
         query_instruction, candidate_instruction (`str`): defaults prepended by :meth:`UniMEV2Model.encode` callers
             that pass bare texts (MMEB items carry their instruction inside the text).
     """
@@ -58,6 +76,8 @@ class UniMEV2Config(PretrainedConfig):
         max_pixels: int | None = None,
         padding_side: str = "left",
         max_length: int | None = None,
+        marker_without_image: str = "image_token",
+        eval_resolution: str = "high",
         query_instruction: str = "",
         candidate_instruction: str = "",
         **kwargs,
@@ -78,6 +98,10 @@ class UniMEV2Config(PretrainedConfig):
             raise ValueError(f"pooling={pooling!r} is not supported; UniME-V2 pools the last token ('last')")
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format={prompt_format!r}; choose one of {PROMPT_FORMATS}")
+        if marker_without_image not in MARKER_POLICIES:
+            raise ValueError(f"marker_without_image={marker_without_image!r}; choose one of {MARKER_POLICIES}")
+        if eval_resolution not in EVAL_RESOLUTIONS:
+            raise ValueError(f"eval_resolution={eval_resolution!r}; choose one of {tuple(EVAL_RESOLUTIONS)}")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}; choose 'left' or 'right'")
         self.backbone_config = backbone_config
@@ -90,6 +114,8 @@ class UniMEV2Config(PretrainedConfig):
         self.max_pixels = max_pixels
         self.padding_side = padding_side
         self.max_length = max_length
+        self.marker_without_image = marker_without_image
+        self.eval_resolution = eval_resolution
         self.query_instruction = query_instruction
         self.candidate_instruction = candidate_instruction
         super().__init__(**kwargs)

@@ -168,6 +168,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         mm_token_type_ids: torch.IntTensor | None = None,
         image_sizes: torch.LongTensor | None = None,
         batch_num_images: torch.LongTensor | None = None,
+        text_image_token_mask: torch.BoolTensor | None = None,
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> UniMEV2Output:
@@ -180,6 +181,8 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
             pixel_values, image_grid_thw, mm_token_type_ids: Qwen-VL image inputs (``mm_token_type_ids`` is what
                 transformers uses to find image tokens for M-RoPE).
             image_sizes, batch_num_images: LLaVA-OneVision image inputs.
+            text_image_token_mask: image-token positions that are plain text (an image marker without image, see
+                :class:`UniMEV2Processor`): embedded as the token itself, never filled with image features.
         """
         backbone_inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.config.uses_mrope:
@@ -194,6 +197,8 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
                 backbone_inputs["batch_num_images"] = batch_num_images
         if position_ids is not None:
             backbone_inputs["position_ids"] = position_ids
+        if text_image_token_mask is not None and bool(text_image_token_mask.any()):
+            backbone_inputs = self._embed_text_image_tokens(backbone_inputs, text_image_token_mask)
         if self.config.uses_mrope and hasattr(self.backbone, "rope_deltas"):
             self.backbone.rope_deltas = None  # never reuse positions cached by an earlier call
         hidden = self.backbone(**backbone_inputs, use_cache=False).last_hidden_state
@@ -202,6 +207,42 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         if self.config.normalize:
             pooled = F.normalize(pooled, dim=-1)
         return UniMEV2Output(embeddings=pooled, last_hidden_state=hidden if output_hidden_states else None)
+
+    def _embed_text_image_tokens(self, inputs: dict[str, Any], mask: torch.BoolTensor) -> dict[str, Any]:
+        """Backbone inputs in which the image tokens under ``mask`` keep their own (text) embedding.
+
+        Qwen-VL models accept ``input_ids`` and ``inputs_embeds`` together: the embeddings come from the real ids,
+        while the ids the backbone uses to place image features and M-RoPE positions no longer hold the image token
+        there. LLaVA-OneVision takes only one of the two, so its image features are placed here.
+        """
+        input_ids = inputs.pop("input_ids")
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        backbone_config = self.config.backbone_config
+        image_token_id = getattr(backbone_config, "image_token_id", None)
+        if image_token_id is None:
+            image_token_id = backbone_config.image_token_index
+        if self.config.uses_mrope:
+            special = {image_token_id, getattr(backbone_config, "video_token_id", None)}
+            neutral = next(i for i in range(3) if i not in special)
+            inputs.update(input_ids=input_ids.masked_fill(mask, neutral), inputs_embeds=embeds)
+            return inputs
+        pixel_values = inputs.pop("pixel_values", None)
+        if pixel_values is not None:
+            features = self.backbone.get_image_features(
+                pixel_values,
+                inputs.pop("image_sizes"),
+                batch_num_images=inputs.pop("batch_num_images", None),
+                return_dict=True,
+            ).pooler_output
+            features = torch.cat(list(features)).to(embeds.device, embeds.dtype)
+            slots = (input_ids == image_token_id) & ~mask
+            if int(slots.sum()) != features.shape[0]:
+                raise ValueError(f"{int(slots.sum())} image token(s) for {features.shape[0]} image feature(s)")
+            embeds = embeds.masked_scatter(slots.unsqueeze(-1).expand_as(embeds), features)
+        inputs.pop("image_sizes", None)
+        inputs.pop("batch_num_images", None)
+        inputs["inputs_embeds"] = embeds
+        return inputs
 
     # ----------------------------------------------------------------------------------------- user API
     @torch.no_grad()

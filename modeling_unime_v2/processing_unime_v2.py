@@ -7,6 +7,12 @@ and ``image`` (a PIL image, a path, or ``None``). Two prompt formats exist (see 
   ``<|image_pad|>`` (no chat template, no ``<|vision_start|>``), nothing appended. LLaVA-OneVision: the chat
   template with one user turn ``[image, text]`` and the generation prompt.
 * ``chat`` — the backbone's chat template, user turn ``[image, text]``, generation prompt, vision delimiters.
+
+An item whose text has a marker but no image (MMEB-train's WebQA queries) gets, by default
+(``config.marker_without_image == "image_token"``), the backbone's image token as a plain text token in place of
+the marker, with no pixels: what the authors' code fed the released checkpoints. The backbone processor would
+expand that token with another item's image, so those items are tokenized by the tokenizer alone and merged into
+the batch; ``text_image_token_mask`` marks their image-token positions, which :class:`UniMEV2Model` embeds as text.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from transformers import AutoProcessor, BatchFeature
 from transformers.image_utils import load_image
 
@@ -88,11 +95,15 @@ class UniMEV2Processor:
     def format_text(self, text: str, has_image: bool, index: int = 0) -> str:
         """The exact string given to the backbone processor for one item."""
         markers = IMAGE_MARKER_PATTERN.findall(text)
-        if len(markers) > int(has_image):
+        as_text = not has_image and bool(markers) and self.config.marker_without_image == "image_token"
+        if len(markers) > int(has_image) and not as_text:
+            hint = " (marker_without_image='error')" if not has_image else ""
             raise ValueError(
                 f"item {index}: text has {len(markers)} image marker(s) {markers} but "
-                f"{int(has_image)} image; UniME-V2 items carry at most one image, marked {IMAGE_MARKER}"
+                f"{int(has_image)} image{hint}; UniME-V2 items carry at most one image, marked {IMAGE_MARKER}"
             )
+        if as_text:
+            text = IMAGE_MARKER_PATTERN.sub(self.image_token, text)
         if self.config.prompt_format == "official" and self.config.uses_mrope:
             if has_image and not markers:
                 text = f"{IMAGE_MARKER}\n{text}"
@@ -103,6 +114,40 @@ class UniMEV2Processor:
             content.append({"type": "text", "text": bare})
         messages = [{"role": "user", "content": content}]
         return self.backbone_processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _with_text_image_tokens(
+        self, texts: list[str], images: list[Any], rows: list[int], kwargs: dict[str, Any]
+    ) -> BatchFeature:
+        """The batch with ``rows`` (image token as text, no image) tokenized alone and merged in, re-padded."""
+        tokenizer = self.backbone_processor.tokenizer
+        text_kwargs = {k: v for k, v in kwargs.items() if k in ("truncation", "max_length")}
+        ids: list[list[int]] = [[] for _ in texts]
+        types: list[list[int]] = [[] for _ in texts]
+        batch = BatchFeature()
+        others = [i for i in range(len(texts)) if i not in set(rows)]
+        if others:
+            batch = self.backbone_processor(text=[texts[i] for i in others], images=images or None, **kwargs)
+            for row, i in enumerate(others):
+                keep = batch["attention_mask"][row].bool()
+                ids[i] = batch["input_ids"][row][keep].tolist()
+                if "mm_token_type_ids" in batch:
+                    types[i] = batch["mm_token_type_ids"][row][keep].tolist()
+        for i, row_ids in zip(rows, tokenizer([texts[i] for i in rows], **text_kwargs)["input_ids"]):
+            ids[i], types[i] = list(row_ids), [0] * len(row_ids)
+        padded = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        batch["input_ids"], batch["attention_mask"] = padded["input_ids"], padded["attention_mask"]
+        if "mm_token_type_ids" in batch or self.config.uses_mrope:
+            width = padded["input_ids"].shape[1]
+            left = self.config.padding_side == "left"
+            batch["mm_token_type_ids"] = torch.tensor(
+                [[0] * (width - len(t)) + t if left else t + [0] * (width - len(t)) for t in types]
+            )
+        in_rows = torch.zeros(len(texts), 1, dtype=torch.bool)
+        in_rows[rows] = True
+        batch["text_image_token_mask"] = (
+            batch["input_ids"] == tokenizer.convert_tokens_to_ids(self.image_token)
+        ) & in_rows
+        return batch
 
     def _prepare_image(self, image: Any, index: int) -> Any:
         pil = load_item_image(image, index)
@@ -132,9 +177,12 @@ class UniMEV2Processor:
         if len(items) == 0:
             raise ValueError("no items to process")
         texts, images = self.prepare(items)
+        rows = [i for i, text in enumerate(texts) if self.image_token in text and items[i].get("image") is None]
         tokenizer = self.backbone_processor.tokenizer
         tokenizer.padding_side = self.config.padding_side
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": return_tensors}
         if self.config.max_length:
             kwargs.update(truncation=True, max_length=self.config.max_length)
+        if rows:
+            return self._with_text_image_tokens(texts, images, rows, kwargs)
         return self.backbone_processor(text=texts, images=images or None, **kwargs)

@@ -80,7 +80,7 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 class JudgeScorer:
-    """Scores query–candidate pairs with a vision-language model and the paper's judge prompt (SPEC §2).
+    """Scores query–candidate pairs with a vision-language model and the paper's judge prompt (docs/method.md §2).
 
     Args:
         model: an image-text-to-text model (``*ForConditionalGeneration``) whose base model is ``model.model``.

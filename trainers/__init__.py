@@ -7,6 +7,7 @@ from .losses import (
     candidate_cosines,
     infonce_loss,
     js_divergence_loss,
+    symmetric_kl_authors_loss,
     symmetric_kl_loss,
 )
 from .trainer import UniMEV2Trainer, base_embedder, build_embedder
@@ -27,5 +28,6 @@ __all__ = [
     "js_divergence_loss",
     "lora_target_regex",
     "precision_at_1",
+    "symmetric_kl_authors_loss",
     "symmetric_kl_loss",
 ]

@@ -1,7 +1,8 @@
 """Training objectives of the UniME-V2 embedder (paper Eq. 2–4) and the InfoNCE baseline (VLM2Vec).
 
-All losses are plain functions on tensors. They work in fp32 whatever the input dtype (bf16 logits at τ = 0.02
-lose too much), use ``log_softmax`` (no epsilon), and return the mean over queries. The divergence losses only
+All losses are plain functions on tensors. The exact ones work in fp32 whatever the input dtype (bf16 logits at
+τ = 0.02 lose too much), use ``log_softmax`` (no epsilon), and return the mean over queries;
+:func:`symmetric_kl_authors_loss` reproduces the arithmetic of the authors' released loss instead (docs/method.md §3). The divergence losses only
 compare each query with its own 1 + k candidates, so a batch's loss is a mean of independent per-query terms:
 plain gradient accumulation (and data parallelism) give exactly the gradient of the large batch.
 """
@@ -14,27 +15,30 @@ import torch
 import torch.nn.functional as F
 
 
-LOSS_TYPES = ("symmetric_kl", "js", "infonce")
+LOSS_TYPES = ("symmetric_kl", "symmetric_kl_authors", "js", "infonce")
+AUTHORS_EPSILON = 1e-8
+"""The ε of the authors' released loss: ``log(softmax(·) + 1e-8)``."""
 
 
-def candidate_cosines(query_embeddings: torch.Tensor, candidate_embeddings: torch.Tensor) -> torch.Tensor:
+def candidate_cosines(
+    query_embeddings: torch.Tensor, candidate_embeddings: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Cosine of each query with each of its own candidates.
 
     Args:
         query_embeddings: ``(N, d)``.
         candidate_embeddings: ``(N, 1 + k, d)``, the positive first.
+        dtype: the dtype the cosines are computed in (fp32; the authors' arithmetic uses the compute dtype).
 
     Returns:
-        ``(N, 1 + k)`` fp32 cosines.
+        ``(N, 1 + k)`` cosines in ``dtype``.
     """
-    query = F.normalize(query_embeddings.float(), dim=-1)
-    candidates = F.normalize(candidate_embeddings.float(), dim=-1)
+    query = F.normalize(query_embeddings.to(dtype), dim=-1)
+    candidates = F.normalize(candidate_embeddings.to(dtype), dim=-1)
     return torch.einsum("nd,nkd->nk", query, candidates)
 
 
-def _log_distributions(
-    similarities: torch.Tensor, judge_scores: torch.Tensor, tau: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_shapes(similarities: torch.Tensor, judge_scores: torch.Tensor, tau: float) -> None:
     if similarities.shape != judge_scores.shape or similarities.dim() != 2:
         raise ValueError(
             f"similarities {tuple(similarities.shape)} and judge_scores {tuple(judge_scores.shape)} must both be "
@@ -42,6 +46,12 @@ def _log_distributions(
         )
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
+
+
+def _log_distributions(
+    similarities: torch.Tensor, judge_scores: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_shapes(similarities, judge_scores, tau)
     log_p = F.log_softmax(similarities.float() / tau, dim=-1)
     log_q = F.log_softmax(judge_scores.float().to(similarities.device) / tau, dim=-1)
     return log_p, log_q
@@ -61,17 +71,52 @@ def symmetric_kl_loss(similarities: torch.Tensor, judge_scores: torch.Tensor, ta
         judge_scores: ``(N, 1 + k)`` judge scores ``[s+, s1..sk]`` in [0, 1].
         tau: temperature of both softmaxes (paper: 0.02).
 
-    Difference from the authors' release: they take ``softmax`` and then ``log(p + 1e-8)`` on bf16 tensors. Here
-    both distributions come from fp32 ``log_softmax``: exact Eq. 4, finite for any scores (a vanishing probability
-    contributes 0 · finite = 0), and fp32 instead of bf16's ~3 significant digits per probability. To first order
-    the epsilon changes each query's term by ``−ε/2 · Σ_j (P_j − Q_j)² / (P_j Q_j)`` (ε = 1e-8): negligible
-    (< 1e-6) when P and Q are both well above ε and not wildly different, as in a converging model; large where a
-    candidate is probable under one distribution and below ~1e-6 under the other (routine at τ = 0.02, where a
-    cosine gap of 0.3 is a factor e^-15), because log(p + 1e-8) saturates at −18.4 and so does its gradient.
+    The authors' released loss differs in arithmetic, not in formula: see :func:`symmetric_kl_authors_loss`.
     """
     log_p, log_q = _log_distributions(similarities, judge_scores, tau)
     per_query = ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1)
     return 0.5 * per_query.mean()
+
+
+def symmetric_kl_authors_loss(
+    similarities: torch.Tensor,
+    judge_scores: torch.Tensor,
+    tau: float = 0.02,
+    epsilon: float = AUTHORS_EPSILON,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Eq. 4 in the authors' released arithmetic: ``softmax``, then ``log(p + ε)``, ``kl_div(reduction="batchmean")``.
+
+    .. math::
+        L_\varepsilon = \tfrac1{2N}\sum_i\sum_j \big[Q_{ij}(\log Q_{ij} - \log(P_{ij}+\varepsilon))
+                         + P_{ij}(\log P_{ij} - \log(Q_{ij}+\varepsilon))\big]
+
+    ``kl_div`` takes the logarithm of its *target* exactly, so ε enters only the log of the other distribution.
+    Relation to the exact loss (:func:`symmetric_kl_loss`, ``L``), checked by ``tests/trainers/test_losses.py``:
+
+    * ε = 0 (and fp32): equal to ``L`` up to rounding (< 1e-6).
+    * ε ≪ every P and Q entry: ``L_ε − L ≈ −(ε / 2N) Σ_i Σ_j (P_ij / Q_ij + Q_ij / P_ij)`` (first order in ε), which
+      is at most ``−ε(1 + k)`` even when P = Q; the value shifts, the gradient barely does.
+    * a candidate with P_j ≪ ε while Q_j is not small, routine at τ = 0.02 where a cosine gap of 0.3 is a factor
+      e^-15: ``log(P_j + ε)`` saturates at ``log ε ≈ −18.4``, and the pull of the judge on that candidate's
+      similarity, ``−Q_j / (2τ)`` in the exact loss, becomes ``−Q_j P_j / (2τ (P_j + ε))`` ≈ 0: the candidate the
+      judge prefers is not pulled up. The reverse case (Q_j ≪ ε) only weakens the push ``log P_j − log Q_j`` to
+      ``log P_j − log ε``. The learning rates of the released recipes were tuned on
+      this arithmetic (docs/method.md §3).
+
+    Args:
+        similarities, judge_scores, tau: as in :func:`symmetric_kl_loss`.
+        epsilon: the ε inside the log (authors: 1e-8).
+        dtype: the dtype of the arithmetic; ``None`` keeps ``similarities``' dtype (the authors': bf16 in
+            training). The judge scores are cast to it too. The result is returned in fp32 (fp64 for fp64).
+    """
+    _check_shapes(similarities, judge_scores, tau)
+    dtype = dtype or similarities.dtype
+    p = torch.softmax(similarities.to(dtype) / tau, dim=-1)
+    q = torch.softmax(judge_scores.to(device=similarities.device, dtype=dtype) / tau, dim=-1)
+    kl_q_p = F.kl_div(torch.log(p + epsilon), q, reduction="batchmean")
+    kl_p_q = F.kl_div(torch.log(q + epsilon), p, reduction="batchmean")
+    return (0.5 * (kl_q_p + kl_p_q)).to(torch.promote_types(dtype, torch.float32))
 
 
 def js_divergence_loss(similarities: torch.Tensor, judge_scores: torch.Tensor, tau: float = 0.02) -> torch.Tensor:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -27,9 +28,16 @@ from peft import LoraConfig, get_peft_model
 from transformers import Trainer, set_seed
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import eval_image_resize
 
 from .evaluation.mmeb import mmeb_evaluator
-from .losses import candidate_cosines, infonce_loss, js_divergence_loss, symmetric_kl_loss
+from .losses import (
+    candidate_cosines,
+    infonce_loss,
+    js_divergence_loss,
+    symmetric_kl_authors_loss,
+    symmetric_kl_loss,
+)
 from .training_args import UniMEV2TrainingArguments
 
 
@@ -37,6 +45,16 @@ logger = logging.getLogger(__name__)
 
 _VISION_MODULE_KEYS = ("visual", "vision_tower", "multi_modal_projector")
 ADAPTER_SUBFOLDER = "adapter"
+
+
+@contextmanager
+def _image_resize(config: Any, size: int | None) -> Iterator[None]:
+    """Embed with ``config.image_resize = size`` inside the block (evaluation resolution), restored after."""
+    saved, config.image_resize = config.image_resize, size
+    try:
+        yield
+    finally:
+        config.image_resize = saved
 
 
 def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Module:
@@ -52,6 +70,8 @@ def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Mo
         image_resize=args.image_resize,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
+        marker_without_image=args.marker_without_image,
+        eval_resolution=args.eval_resolution,
         tau=args.tau,
         dtype=getattr(torch, args.torch_dtype_name),
     )
@@ -62,6 +82,7 @@ def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Mo
             lora_dropout=args.lora_dropout,
             use_dora=args.use_dora,
             target_modules=args.peft_target_modules,
+            init_lora_weights=True if args.lora_init == "default" else args.lora_init,
             bias="none",
         )
         set_seed(args.seed)  # the adapters' random init: reproducible whatever ran before (loading, building)
@@ -138,6 +159,14 @@ class UniMEV2Trainer(Trainer):
         loss_type = self.args.loss_type
         if loss_type == "symmetric_kl":
             return symmetric_kl_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
+        if loss_type == "symmetric_kl_authors":
+            dtype = torch.float32 if self.args.authors_loss_fp32 else getattr(torch, self.args.torch_dtype_name)
+            return symmetric_kl_authors_loss(
+                candidate_cosines(queries, candidates, dtype),
+                judge_scores,
+                self.args.tau,
+                self.args.authors_loss_epsilon,
+            )
         if loss_type == "js":
             return js_divergence_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
         positives = self.gather_keep_local_grad(candidates[:, 0])
@@ -174,6 +203,7 @@ class UniMEV2Trainer(Trainer):
         if self.mmeb_eval_rows is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         embedder = base_embedder(self.accelerator.unwrap_model(self.model))
+        image_size = eval_image_resize(embedder.config)
         evaluator = mmeb_evaluator(
             self.mmeb_eval_rows,
             self.mmeb_image_root,
@@ -181,7 +211,11 @@ class UniMEV2Trainer(Trainer):
             skip_broken=False,
             show_progress_bar=self.args.should_log and not self.args.disable_tqdm,
         )
-        metrics = {f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in evaluator(embedder).items()}
+        with _image_resize(embedder.config, image_size):
+            results = evaluator(embedder)
+        metrics = {f"{metric_key_prefix}_{key.replace('/', '_')}": value for key, value in results.items()}
+        metrics[f"{metric_key_prefix}_resolution"] = embedder.config.eval_resolution
+        metrics[f"{metric_key_prefix}_image_size"] = image_size or 0  # 0: the processor's pixel budget only
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

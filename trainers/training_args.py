@@ -1,6 +1,6 @@
 """Training settings of the UniME-V2 embedder: ``TrainingArguments`` plus the method's own knobs.
 
-LoRA targets, chosen on purpose (SPEC §4): all three supported backbones (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision)
+LoRA targets, chosen on purpose (docs/method.md §4): all three supported backbones (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision)
 have a Qwen2 language model, and the default adapts **every linear layer of its decoder blocks** — attention
 ``q_proj, k_proj, v_proj, o_proj`` and MLP ``gate_proj, up_proj, down_proj`` — and nothing else:
 
@@ -13,7 +13,9 @@ have a Qwen2 language model, and the default adapts **every linear layer of its 
   ``backbone.language_model.layers.<i>``.
 
 A user list in ``lora_target_modules`` is read as module names *inside the language model's decoder layers*
-(the same anchoring); to adapt anything else pass a full peft regex via ``lora_target_regex``.
+(the same anchoring); ``lora_target_scope: anywhere`` matches the names anywhere in the model instead, as a bare
+peft name list does (the authors' recipes: on LLaVA-OneVision their names also adapt SigLIP's attention, see
+docs/training.md); to adapt anything else pass a full peft regex via ``lora_target_regex``.
 """
 
 from __future__ import annotations
@@ -25,25 +27,33 @@ from typing import Any
 from transformers import TrainingArguments
 
 from unime_v2.data_builders.formats.training_records import NEGATIVE_SELECTIONS, PAD_POLICIES
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import EVAL_RESOLUTIONS, MARKER_POLICIES
 
 from .losses import LOSS_TYPES
 
 
+LORA_TARGET_SCOPES = ("language_model", "anywhere")
+LORA_INITS = ("default", "gaussian")
+AUTHORS_LORA_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "k_proj", "q_proj", "out_proj", "v_proj")
+"""The authors' peft ``target_modules`` (their default list; ``qkv_proj``/``gate_up_proj`` are Phi-3-V names)."""
 DEFAULT_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LANGUAGE_MODEL_LAYERS = r"backbone\.language_model\.layers\.\d+"
 """Where the decoder blocks of the Qwen2 language model live in a ``UniMEV2Model`` (all supported backbones)."""
 
 
-def lora_target_regex(module_names: tuple[str, ...] | list[str] | None = None) -> str:
-    """peft ``target_modules`` regex matching ``module_names`` inside the language model's decoder layers only."""
+def lora_target_regex(module_names: tuple[str, ...] | list[str] | None = None, scope: str = "language_model") -> str:
+    """peft ``target_modules`` regex matching ``module_names`` inside the language model's decoder layers only
+    (``scope="language_model"``), or anywhere in the model (``"anywhere"``: what a bare peft name list does)."""
     names = tuple(module_names or DEFAULT_LORA_MODULES)
     alternatives = "|".join(re.escape(name) for name in names)
+    if scope == "anywhere":
+        return rf"(?:.*\.)?(?:{alternatives})"
     return rf"{LANGUAGE_MODEL_LAYERS}\.(?:.*\.)?(?:{alternatives})"
 
 
 @dataclass
 class UniMEV2TrainingArguments(TrainingArguments):
-    """``TrainingArguments`` for :class:`~unime_v2.trainers.UniMEV2Trainer` (paper defaults, SPEC §4).
+    """``TrainingArguments`` for :class:`~unime_v2.trainers.UniMEV2Trainer` (paper defaults, docs/method.md §4).
 
     ``remove_unused_columns`` defaults to ``False``: records are dicts the collator consumes whole, and
     ``mm_token_type_ids``/``image_grid_thw`` must reach the model.
@@ -53,8 +63,17 @@ class UniMEV2TrainingArguments(TrainingArguments):
     loss_type: str = field(
         default="symmetric_kl",
         metadata={
-            "help": "symmetric_kl (paper Eq. 4, default) | js (true Jensen-Shannon) | infonce (VLM2Vec baseline)"
+            "help": "symmetric_kl (paper Eq. 4 in exact fp32 arithmetic, default) | symmetric_kl_authors (Eq. 4 in "
+            "the authors' arithmetic: softmax, log(p + eps), compute dtype) | js (true Jensen-Shannon) | infonce "
+            "(VLM2Vec baseline)"
         },
+    )
+    authors_loss_epsilon: float = field(
+        default=1e-8, metadata={"help": "symmetric_kl_authors: the eps in log(p + eps) (authors: 1e-8)."}
+    )
+    authors_loss_fp32: bool = field(
+        default=False,
+        metadata={"help": "symmetric_kl_authors: compute in fp32 instead of the backbone's dtype (authors: bf16)."},
     )
     tau: float = field(default=0.02, metadata={"help": "Temperature of the softmaxes (paper: 0.02)."})
     num_hard_negatives: int = field(default=8, metadata={"help": "k hard negatives per query (paper: 8 of 10)."})
@@ -81,6 +100,20 @@ class UniMEV2TrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Resize every image to N x N first (authors' Qwen2-VL script: 672; paper: 336)."},
     )
+    marker_without_image: str = field(
+        default="image_token",
+        metadata={
+            "help": "A text with an image marker but no image (MMEB-train WebQA queries): image_token (the "
+            "backbone's image token as text, no pixels: what the released checkpoints saw) | error (refuse it)."
+        },
+    )
+    eval_resolution: str = field(
+        default="high",
+        metadata={
+            "help": "Image size for evaluation: high (1344 x 1344, what the authors evaluated with) | low (336 x 336) "
+            "| checkpoint (the training image_resize / pixel budget). Saved in the model config."
+        },
+    )
     min_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, lower bound."})
     max_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, upper bound."})
     backbone_dtype: str = field(
@@ -100,6 +133,17 @@ class UniMEV2TrainingArguments(TrainingArguments):
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "Module names inside the LM decoder layers; default q,k,v,o,gate,up,down projections."},
+    )
+    lora_target_scope: str = field(
+        default="language_model",
+        metadata={
+            "help": "language_model: lora_target_modules match inside the LM decoder layers only | anywhere: match "
+            "those names in every submodule, vision tower included (the authors' bare peft list)."
+        },
+    )
+    lora_init: str = field(
+        default="default",
+        metadata={"help": "default (peft: A Kaiming-uniform, B = 0) | gaussian (authors: A ~ N(0, 1/r), B = 0)."},
     )
     lora_target_regex: str | None = field(
         default=None, metadata={"help": "A full peft target_modules regex (overrides lora_target_modules)."}
@@ -129,6 +173,10 @@ class UniMEV2TrainingArguments(TrainingArguments):
         _check_choice("negative_selection", self.negative_selection, NEGATIVE_SELECTIONS)
         _check_choice("pad_policy", self.pad_policy, PAD_POLICIES)
         _check_choice("prompt_format", self.prompt_format, ("official", "chat"))
+        _check_choice("lora_target_scope", self.lora_target_scope, LORA_TARGET_SCOPES)
+        _check_choice("lora_init", self.lora_init, LORA_INITS)
+        _check_choice("marker_without_image", self.marker_without_image, MARKER_POLICIES)
+        _check_choice("eval_resolution", self.eval_resolution, tuple(EVAL_RESOLUTIONS))
         _check_choice("backbone_dtype", self.backbone_dtype, ("auto", "float32", "bfloat16", "float16"))
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
@@ -140,7 +188,7 @@ class UniMEV2TrainingArguments(TrainingArguments):
     @property
     def peft_target_modules(self) -> str:
         """The ``target_modules`` regex given to peft."""
-        return self.lora_target_regex or lora_target_regex(self.lora_target_modules)
+        return self.lora_target_regex or lora_target_regex(self.lora_target_modules, self.lora_target_scope)
 
     @property
     def torch_dtype_name(self) -> str:

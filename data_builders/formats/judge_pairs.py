@@ -1,4 +1,4 @@
-"""Yes/No pairs for training a judge (the pairwise half of the UniME-V2-Reranker objective, SPEC §1–2).
+"""Yes/No pairs for training a judge (the pairwise half of the UniME-V2-Reranker objective, docs/method.md §1–2).
 
 From any query–positive dataset (mini-MMEB / MMEB-train style: ``qry``, ``qry_image``, ``pos_text``, ``pos_image``,
 ``dataset``) every query gives

@@ -81,7 +81,7 @@ AUTHORS_KEYS = (
     "hard_negatives",
     "hard_negatives_scores",
 )
-"""The keys of one record of the authors' mined-negatives JSON (SPEC §5), in their order."""
+"""The keys of one record of the authors' mined-negatives JSON (docs/method.md §5), in their order."""
 
 IMAGE_COLUMNS = ("query_image", "pos_image", "neg_images")
 _NEG_LIST_COLUMNS = ("neg_images", "neg_image_paths", "neg_scores", "neg_similarities")
@@ -122,7 +122,7 @@ def _check_string(value: Any, name: str, index: int | str, where: str) -> None:
         raise _fail(index, f"{name} must be a string, got {type(value).__name__} ({value!r})", where)
 
 
-def _has_image(image: Any) -> bool:
+def has_image(image: Any) -> bool:
     if isinstance(image, Mapping):  # undecoded Image feature value: {"bytes", "path"}
         return bool(image.get("bytes")) or bool(image.get("path"))
     return image is not None and image != ""
@@ -175,9 +175,9 @@ def validate_mined_record(
         (f"negative {j}", neg_texts[j], record["neg_images"][j], record["neg_image_paths"][j]) for j in range(count)
     ]
     for role, text, image, path in items:
-        if not text.strip() and not _has_image(image):
+        if not text.strip() and not has_image(image):
             raise _fail(index, f"{role} has neither text nor image", where)
-        if path and not _has_image(image):
+        if path and not has_image(image):
             raise _fail(index, f"{role} has image path {path!r} but no image", where)
 
 
@@ -331,7 +331,7 @@ def from_authors_json(
     source: str | None = None,
     show_progress_bar: bool = True,
 ) -> datasets.Dataset:
-    """Read the authors' mined-negatives JSON (SPEC §5) into a dataset with :data:`MINED_FEATURES`.
+    """Read the authors' mined-negatives JSON (docs/method.md §5) into a dataset with :data:`MINED_FEATURES`.
 
     Args:
         json_path: the JSON file (a list of records with :data:`AUTHORS_KEYS`).
@@ -423,7 +423,7 @@ def to_authors_json(
     num_negatives: int | None = NUM_STORED_NEGATIVES,
     show_progress_bar: bool = True,
 ) -> Path:
-    """Write a mined dataset in the authors' JSON format (SPEC §5), images relative to ``image_root``.
+    """Write a mined dataset in the authors' JSON format (docs/method.md §5), images relative to ``image_root``.
 
     An image keeps its ``*_image_path`` when it has one; an image without a path (e.g. rendered in memory) is
     written to ``image_root/images/<source>/<query_id>_<role>.<ext>``. A file already present at the target path is

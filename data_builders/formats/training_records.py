@@ -12,12 +12,17 @@ Bad input is never skipped. At construction every record is checked (number of n
 in [0, 1], texts, images present) and the first bad one raises a ``ValueError``/``FileNotFoundError`` naming it.
 A record with fewer than k negatives is an error unless ``pad_policy="repeat"``, which repeats its negatives in
 order up to k (as the authors' mining pads to 10), logs a warning and counts the records in ``num_padded``.
+
+Items whose text has an image marker but which have no image (MMEB-train's WebQA queries: ``<|image_1|>`` with an
+empty path) are counted per dataset in ``markers_without_image`` and logged; the embedder's processor decides what
+they become (by default the backbone's image token as text, what the released checkpoints saw; docs/method.md §5).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +35,7 @@ from .mined import (
     MINED_FEATURES,
     NUM_STORED_NEGATIVES,
     from_authors_json,
+    has_image,
     iter_undecoded_rows,
     make_mined_row,
     repeat_to,
@@ -40,6 +46,7 @@ from .mined import (
 logger = logging.getLogger(__name__)
 
 NEGATIVE_SELECTIONS = ("first", "random")
+_MARKER = re.compile(r"<\|image_\d+\|>")
 PAD_POLICIES = ("error", "repeat")
 
 
@@ -63,6 +70,13 @@ def _image_missing(image: Mapping[str, Any] | None) -> str | None:
         return None
     path = image.get("path")
     return None if path and os.path.isfile(path) else (path or "<no path, no bytes>")
+
+
+def _markers_without_image(row: Mapping[str, Any]) -> int:
+    """How many of the row's items (query, positive, negatives) have an image marker in their text but no image."""
+    pairs = [(row["query_text"], row["query_image"]), (row["pos_text"], row["pos_image"])]
+    pairs += list(zip(row["neg_texts"], row["neg_images"]))
+    return sum(bool(_MARKER.search(text)) and not has_image(image) for text, image in pairs)
 
 
 def _check_images(row: Mapping[str, Any], index: int, where: str) -> None:
@@ -113,6 +127,7 @@ class TrainingRecords(torch.utils.data.Dataset):
         self.seed = seed
         self.name = name
         self.padded_records: list[int] = []
+        self.markers_without_image: dict[str, int] = {}
         self._validate(check_images)
 
     @property
@@ -130,6 +145,10 @@ class TrainingRecords(torch.utils.data.Dataset):
                 _check_images(row, index, self.name)
             if len(row["neg_texts"]) < self.k:
                 short.append((index, len(row["neg_texts"])))
+            orphans = _markers_without_image(row)
+            if orphans:
+                source = row.get("source") or "?"
+                self.markers_without_image[source] = self.markers_without_image.get(source, 0) + orphans
         if short and self.pad_policy == "error":
             index, count = short[0]
             others = f" (and {len(short) - 1} more record(s))" if len(short) > 1 else ""
@@ -138,6 +157,12 @@ class TrainingRecords(torch.utils.data.Dataset):
                 f"{others}; fix the data, lower num_hard_negatives, or choose pad_policy='repeat'"
             )
         self.padded_records = [index for index, _ in short]
+        if self.markers_without_image:
+            logger.warning(
+                f"{self.name}: items with an image marker but no image, per dataset: {self.markers_without_image} "
+                "(the embedder's marker_without_image decides: image_token feeds the marker as the image token, "
+                "no pixels, as the authors' code did; error refuses them)"
+            )
         if short:
             logger.warning(
                 f"{self.name}: pad_policy='repeat': {len(short)} record(s) have fewer than {self.k} hard negatives "
@@ -172,7 +197,7 @@ class TrainingRecords(torch.utils.data.Dataset):
     def from_authors_json(
         cls, json_path: str | os.PathLike, image_root: str | os.PathLike, **kwargs: Any
     ) -> TrainingRecords:
-        """Records from the authors' mined-negatives JSON and its image root (SPEC §5)."""
+        """Records from the authors' mined-negatives JSON and its image root (docs/method.md §5)."""
         mined = from_authors_json(json_path, image_root, num_negatives=None, check_images=True)
         kwargs.setdefault("name", os.fspath(json_path))
         return cls(mined, check_images=False, **kwargs)

@@ -6,7 +6,7 @@ from .hard_negatives import HardNegativeSampler, SampledNegatives, cyclical_orde
 from .models import load_embedder, load_judge
 from .pipeline import MiningResult, load_source, mine
 from .records import ImageRef, Item, QueryRecord, RecordColumns, load_query_records
-from .report import plot_score_histogram, score_summary, write_report
+from .report import negative_statistics, plot_score_histogram, score_summary, write_report
 from .retrieval import POOL_MODES, CandidatePools, RetrievalResult, build_pools, retrieve
 from .shards import ShardStore
 
@@ -32,6 +32,7 @@ __all__ = [
     "load_query_records",
     "load_source",
     "mine",
+    "negative_statistics",
     "plot_score_histogram",
     "retrieve",
     "score_summary",

@@ -65,10 +65,19 @@ class MiningConfig:
     )
     embedder_prompt_format: str = _help("official", "official (VLM2Vec / UniME-V2 released checkpoints) | chat.")
     embedder_dtype: str = _help("float32", "Embedder weights dtype.")
+    marker_without_image: str = _help(
+        "image_token",
+        "A text with an image marker but no image (MMEB-train WebQA queries): image_token (the backbone's image "
+        "token as text, no pixels; what the authors' code did) | error (refuse it).",
+    )
     embed_batch_size: int = _help(16, "Items per embedder forward.")
     embed_chunk_size: int = _help(1024, "Items per cached embedding file (the unit of resumption).")
     # ---- retrieval
-    pool: str = _help("dataset", "Candidate pool of a query: dataset (its own source dataset) | global (all).")
+    pool: str = _help(
+        "global",
+        "Candidate pool of a query: global (all positives: the paper's global retrieval) | dataset (its own source "
+        "dataset) | target_modality (positives of its positive's modality); docs/method.md §3.",
+    )
     delta: float = _help(0.95, "Candidates with cos >= delta are dropped (near-duplicates, likely false negatives).")
     top_k: int = _help(50, "Candidates kept per query (paper: 50).")
     faiss_gpu: bool = _help(True, "Use a faiss GPU index when faiss has GPUs.")
@@ -83,7 +92,11 @@ class MiningConfig:
     judge_attn_implementation: str | None = _help(None, "e.g. sdpa or flash_attention_2 (none: the model's default).")
     prefix_sharing: bool = _help(True, "Run each query's prefix once and its candidates as suffixes (exact).")
     # ---- sampling
-    beta: float = _help(0.1, "False negative if s > s_pos - beta.")
+    beta: float = _help(
+        0.001,
+        "False negative if s > s_pos - beta (the authors' released sample keeps negatives 0.0038 below s_pos, so "
+        "their beta was at most that; docs/method.md §3).",
+    )
     num_negatives: int = _help(10, "Negatives stored per query (paper: 10).")
     interval: int = _help(5, "Step of the cyclical sampling (paper: 5).")
     seed: int = _help(0, "Seeds the fallback draw.")
@@ -133,6 +146,8 @@ class MiningConfig:
                 raise ValueError(f"MiningConfig.{name} must be an int >= 1, got {value!r}")
         if self.max_queries is not None and self.max_queries < 1:
             raise ValueError(f"MiningConfig.max_queries must be >= 1 or None, got {self.max_queries!r}")
+        if self.marker_without_image not in ("image_token", "error"):
+            raise ValueError(f"MiningConfig.marker_without_image={self.marker_without_image!r}; image_token | error")
         if self.embedder_prompt_format not in ("official", "chat"):
             raise ValueError(f"MiningConfig.embedder_prompt_format={self.embedder_prompt_format!r}")
 

@@ -1,4 +1,4 @@
-"""Hard-negative sampling from judge scores (SPEC §3): false negatives out, cyclical pick, pad, seeded fallback.
+"""Hard-negative sampling from judge scores (docs/method.md §3): false negatives out, cyclical pick, pad, seeded fallback.
 
 The sampler is a pure function of its inputs (the judge scores of one query's retrieved candidates, in retrieval
 order, the positive's score, and the query's id for the fallback's random draw), so a run split over processes or

@@ -15,13 +15,18 @@ from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 from .config import MiningConfig
 
 
-def load_embedder(path: str, prompt_format: str, dtype: str, device: torch.device) -> UniMEV2Model:
+def load_embedder(
+    path: str, prompt_format: str, dtype: str, device: torch.device, marker_without_image: str = "image_token"
+) -> UniMEV2Model:
     """A UniME-V2 checkpoint through ``AutoModel``; a plain VLM checkpoint wrapped with ``from_backbone``."""
     torch_dtype = getattr(torch, dtype)
     if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "unime_v2":
         model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch_dtype)
+        model.config.marker_without_image = marker_without_image
     else:
-        model = UniMEV2Model.from_backbone(path, prompt_format=prompt_format, dtype=torch_dtype)
+        model = UniMEV2Model.from_backbone(
+            path, prompt_format=prompt_format, dtype=torch_dtype, marker_without_image=marker_without_image
+        )
     return model.to(device).eval()
 
 

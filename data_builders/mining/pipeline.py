@@ -1,4 +1,4 @@
-"""The MLLM-as-a-Judge hard-negative mining pipeline (SPEC §1–3), end to end, resumable and multi-process.
+"""The MLLM-as-a-Judge hard-negative mining pipeline (docs/method.md §1–3), end to end, resumable and multi-process.
 
     records ─► embed queries + pool candidates (cached) ─► faiss retrieval (top_k, cos < δ, no positive)
             ─► judge scores, positive included (shards, split over processes) ─► sampler ─► mined dataset
@@ -37,7 +37,7 @@ from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler
 from .models import checkpoint_fingerprint, load_embedder, load_judge
 from .records import Item, QueryRecord, load_query_records
-from .report import plot_score_histogram, score_summary, write_report
+from .report import negative_statistics, plot_score_histogram, score_summary, write_report
 from .retrieval import CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
 from .shards import ShardStore
 
@@ -160,14 +160,27 @@ def embed_all(
     cache_dir = config.resolved_cache_dir
     path = resolve_backbone(config.embedder, main_process_first=state.main_process_first)
     fingerprint = checkpoint_fingerprint(
-        path, {"prompt_format": config.embedder_prompt_format, "dtype": config.embedder_dtype}
+        path,
+        {
+            "prompt_format": config.embedder_prompt_format,
+            "dtype": config.embedder_dtype,
+            "marker_without_image": config.marker_without_image,
+        },
     )
     cache = EmbeddingCache(cache_dir / "embeddings", fingerprint, config.embed_chunk_size)
     loaded: list[Any] = []
 
     def load() -> Any:  # only when a chunk is missing: a fully cached run never loads the embedder
         if not loaded:
-            loaded.append(load_embedder(path, config.embedder_prompt_format, config.embedder_dtype, state.device))
+            loaded.append(
+                load_embedder(
+                    path,
+                    config.embedder_prompt_format,
+                    config.embedder_dtype,
+                    state.device,
+                    config.marker_without_image,
+                )
+            )
         return loaded[0]
 
     queries, query_names, query_rows = _distinct(
@@ -341,6 +354,8 @@ def assemble(
     per_source: dict[str, dict[str, int]] = {}
     scores: dict[str, list[float]] = {"positives": [], "candidates": [], "selected": []}
     judged = [entry for shard in range(store.n_shards) for entry in store.read(shard)]
+    owner = {int(c): records[row].source for row, c in reversed(list(enumerate(pools.positive_ids)))}
+    stats: dict[str, list[Any]] = {"positive": [], "negative": [], "query_source": [], "source": [], "fallback": []}
     for q, entry in zip(active, judged):
         record = records[q]
         ids, sims = retrieval.row(q)
@@ -382,6 +397,14 @@ def assemble(
             source[key] += value
             if key in counts:
                 counts[key] += value
+        for key, value in (
+            ("positive", entry["positive_score"]),
+            ("negative", sample.scores),
+            ("query_source", record.source),
+            ("source", [owner[int(ids[i])] for i in sample.indices]),
+            ("fallback", sample.fallback),
+        ):
+            stats[key].append(value)
         scores["positives"].append(entry["positive_score"])
         scores["candidates"].extend(entry["candidate_scores"])
         scores["selected"].extend(sample.scores if not sample.fallback else [])
@@ -390,7 +413,10 @@ def assemble(
         if rows
         else Dataset.from_dict({name: [] for name in MINED_FEATURES}, features=MINED_FEATURES)
     )
-    return dataset, {"counts": counts, "per_source": per_source}, scores
+    negatives = negative_statistics(
+        stats["positive"], stats["negative"], stats["query_source"], stats["source"], stats["fallback"]
+    )
+    return dataset, {"counts": counts, "per_source": per_source, "negatives": negatives}, scores
 
 
 # --------------------------------------------------------------------------------------------------- driver
@@ -502,6 +528,7 @@ def mine(
         "settings": _settings(config),
         "counts": counts,
         "per_source": sampled["per_source"],
+        "negatives": sampled["negatives"],
         "timings_s": timings,
         "scores": {name: score_summary(values) for name, values in scores.items()},
         "resume": {**cache_stats, **{k: v for k, v in judge_stats.items() if k != "judge_fingerprint"}},

@@ -28,6 +28,55 @@ COUNT_DESCRIPTIONS = {
 }
 
 
+NEAR_POSITIVE_MARGIN = 0.1
+
+
+def negative_statistics(
+    positive_scores: Sequence[float],
+    negative_scores: Sequence[Sequence[float]],
+    query_sources: Sequence[str],
+    negative_sources: Sequence[Sequence[str]],
+    fallbacks: Sequence[bool] | None = None,
+) -> dict[str, Any]:
+    """What makes a mined set comparable with the authors' released one (docs/method.md §3).
+
+    Args:
+        positive_scores: s₊ per query.
+        negative_scores: the stored negatives' judge scores per query.
+        query_sources: the dataset of each query.
+        negative_sources: the dataset of each stored negative (``""`` when unknown: a text-only negative of the
+            authors' JSON carries no path). The mining pipeline names a candidate by the first dataset whose
+            positive it is, so a candidate shared by several datasets can count as "other" even in per-dataset
+            pools.
+        fallbacks: queries whose negatives are a random draw with score 1.0 (left out of the gap statistics).
+
+    Returns:
+        ``min_positive_gap`` (the smallest s₊ − s over kept negatives: an upper bound of the β that produced
+        them), ``negatives_within_margin`` (s₊ − s < 0.1) and the records holding them, and the share of negatives
+        with a known dataset that come from another dataset than their query (only global retrieval gives any).
+    """
+    fallbacks = fallbacks or [False] * len(positive_scores)
+    gaps = [
+        [positive - score for score in scores]
+        for positive, scores, fallback in zip(positive_scores, negative_scores, fallbacks)
+        if not fallback
+    ]
+    near = [sum(gap < NEAR_POSITIVE_MARGIN for gap in row) for row in gaps]
+    known = [(query, source) for query, row in zip(query_sources, negative_sources) for source in row if source]
+    other_rows = sum(any(s and s != q for s in row) for q, row in zip(query_sources, negative_sources))
+    other = sum(query != source for query, source in known)
+    return {
+        "min_positive_gap": min((g for row in gaps for g in row), default=None),
+        "negatives_within_margin": sum(near),
+        "records_with_negatives_within_margin": sum(n > 0 for n in near),
+        "margin": NEAR_POSITIVE_MARGIN,
+        "negatives_with_known_dataset": len(known),
+        "negatives_from_other_dataset": other,
+        "share_from_other_dataset": other / len(known) if known else None,
+        "records_with_negatives_from_other_dataset": other_rows,
+    }
+
+
 def score_summary(values: Sequence[float]) -> dict[str, float]:
     """Count, mean, and quartiles of judge scores."""
     array = np.asarray(values, dtype=np.float64)
@@ -52,6 +101,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         markdown_table(report["settings"], ("setting", "value")),
         "## Counts",
         markdown_table(counts, ("count", "value")),
+        "## Negatives (compare with the authors' released data: docs/method.md §3)",
+        markdown_table(report.get("negatives", {}), ("statistic", "value")),
         "## Timings (seconds)",
         markdown_table(report["timings_s"], ("stage", "seconds")),
         "## Judge scores",

@@ -1,9 +1,11 @@
-"""Candidate pools and global retrieval: the potential hard-negative set Ω_p of the paper (SPEC §1, §3).
+"""Candidate pools and global retrieval: the potential hard-negative set Ω_p of the paper (docs/method.md §1, §3).
 
 Every query gets the ``top_k`` candidates of its pool most similar to it (faiss exact inner product on normalised
 embeddings, i.e. cosine), after dropping its own positive (same text and image) and every candidate with
-``cos >= delta`` (near-duplicates and likely false negatives). By default a query's pool is the set of positives of
-its own source dataset; ``pool="global"`` pools the positives of all datasets. A pool holds each distinct candidate
+``cos >= delta`` (near-duplicates and likely false negatives). By default (``pool="global"``, the paper's global
+retrieval; docs/method.md §3) every query searches the positives of all datasets; ``pool="dataset"`` restricts it
+to its own source dataset, ``pool="target_modality"`` to the positives of the same modality as its own positive
+(image, text, or image + text). A pool holds each distinct candidate
 (same text + image) once; the number of duplicates removed is reported.
 """
 
@@ -19,7 +21,19 @@ import numpy as np
 from .records import Item, QueryRecord
 
 
-POOL_MODES = ("dataset", "global")
+POOL_MODES = ("global", "dataset", "target_modality")
+
+
+def _pool_name(record: QueryRecord, mode: str) -> str:
+    if mode == "dataset":
+        return record.source
+    if mode == "target_modality":
+        positive = record.positive
+        has_text = bool(positive.bare_text)
+        return "+".join(
+            name for name, present in (("image", positive.image is not None), ("text", has_text)) if present
+        )
+    return "global"
 
 
 @dataclass
@@ -41,8 +55,8 @@ class CandidatePools:
     positive_ids: np.ndarray
 
 
-def build_pools(records: Sequence[QueryRecord], mode: str = "dataset") -> CandidatePools:
-    """Candidate pools from the positives of ``records`` (``mode``: ``"dataset"`` or ``"global"``)."""
+def build_pools(records: Sequence[QueryRecord], mode: str = "global") -> CandidatePools:
+    """Candidate pools from the positives of ``records`` (``mode``: one of :data:`POOL_MODES`)."""
     if mode not in POOL_MODES:
         raise ValueError(f"pool={mode!r}; choose one of {POOL_MODES}")
     ids: dict[str, int] = {}
@@ -56,7 +70,7 @@ def build_pools(records: Sequence[QueryRecord], mode: str = "dataset") -> Candid
         if key not in ids:
             ids[key] = len(candidates)
             candidates.append(record.positive)
-        pool = record.source if mode == "dataset" else "global"
+        pool = _pool_name(record, mode)
         members.setdefault(pool, {})[ids[key]] = None
         counts[pool] = counts.get(pool, 0) + 1
         positive_ids[row] = ids[key]

@@ -176,8 +176,51 @@ def test_more_markers_than_images(embedders, image_files):
     bad = {"text": "<|image_1|> and <|image_2|>", "image": str(image_files["red"])}
     with pytest.raises(ValueError, match=r"item 0: text has 2 image marker\(s\).*but 1 image"):
         embedders["qwen2_vl"].encode([bad])
-    with pytest.raises(ValueError, match=r"item 0: text has 1 image marker\(s\).*but 0 image"):
-        embedders["qwen2_5_vl"].encode([{"text": "<|image_1|>\nno image given", "image": None}])
+    strict = embedders["qwen2_5_vl"]
+    strict.config.marker_without_image = "error"
+    try:
+        with pytest.raises(ValueError, match=r"item 0: text has 1 image marker\(s\).*but 0 image"):
+            strict.encode([{"text": "<|image_1|>\nno image given", "image": None}])
+    finally:
+        strict.config.marker_without_image = "image_token"
+
+
+def _stock_text_embedding(model: UniMEV2Model, text: str) -> torch.Tensor:
+    """Reference: the backbone's own forward on the text with its image token written literally, no pixels (no
+    UniME-V2 processor or mask involved); last token, L2-normalised."""
+    processor = model.processor
+    formatted = text.replace("<|image_1|>", processor.image_token)
+    if not (model.config.uses_mrope and model.config.prompt_format == "official"):
+        content = [{"type": "text", "text": formatted.strip()}]
+        formatted = processor.backbone_processor.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+    ids = processor.tokenizer(formatted, return_tensors="pt")["input_ids"]
+    assert int((ids == processor.tokenizer.convert_tokens_to_ids(processor.image_token)).sum()) == 1
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if model.config.uses_mrope:
+        inputs["position_ids"] = torch.arange(ids.shape[1])[None]
+    with torch.no_grad():
+        hidden = model.backbone(**inputs, use_cache=False).last_hidden_state
+    return F.normalize(hidden[0, -1].float(), dim=-1)
+
+
+@pytest.mark.parametrize("kind", BACKBONE_KINDS)
+def test_marker_without_image_is_the_image_token_as_text(kind, embedders, image_files):
+    """MMEB-train's WebQA queries: ``<|image_1|>`` with no image. Default: the backbone's image token as a text
+    token, no pixels (what the authors' code fed), also in a batch whose other items carry images."""
+    model = embedders[kind]
+    orphan = {
+        "text": "<|image_1|>\nRepresent the given Wikipedia image with related text information: Paris",
+        "image": None,
+    }
+    items = [*_items(image_files)[1:4], orphan]
+    mixed = model.encode(items, batch_size=len(items))
+    alone = model.encode(items, batch_size=1)
+    assert torch.allclose(mixed, alone, atol=ATOL)
+    assert torch.allclose(mixed[-1], _stock_text_embedding(model, orphan["text"]), atol=ATOL)
+    dropped = model.encode([{"text": orphan["text"].replace("<|image_1|>", ""), "image": None}])
+    assert not torch.allclose(mixed[-1], dropped[0], atol=1e-3)
 
 
 def test_unknown_backbone_type(tmp_path):

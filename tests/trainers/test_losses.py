@@ -14,6 +14,7 @@ from unime_v2.trainers.losses import (
     candidate_cosines,
     infonce_loss,
     js_divergence_loss,
+    symmetric_kl_authors_loss,
     symmetric_kl_loss,
 )
 
@@ -46,13 +47,12 @@ def reference_infonce(query: np.ndarray, candidates: np.ndarray, targets: np.nda
     return float(-np.mean(log_probs[np.arange(len(targets)), targets]))
 
 
-def authors_symmetric_kl(sims: torch.Tensor, scores: torch.Tensor, tau: float) -> torch.Tensor:
-    """The authors' released form: softmax, then log(p + 1e-8) (here in float64, to isolate the epsilon)."""
-    p = torch.softmax(sims.double() / tau, dim=-1)
-    q = torch.softmax(scores.double() / tau, dim=-1)
-    kl_pq = (p * (torch.log(p + 1e-8) - torch.log(q + 1e-8))).sum(-1)
-    kl_qp = (q * (torch.log(q + 1e-8) - torch.log(p + 1e-8))).sum(-1)
-    return 0.5 * (kl_pq.mean() + kl_qp.mean())
+def reference_authors(sims: np.ndarray, scores: np.ndarray, tau: float, eps: float) -> float:
+    """The authors' arithmetic written out in float64 term by term: Σ Q(log Q − log(P+ε)) + P(log P − log(Q+ε))."""
+    p, q = _softmax64(sims / tau), _softmax64(scores / tau)
+    kl_q_p = np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0) - q * np.log(p + eps), axis=-1)
+    kl_p_q = np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0) - p * np.log(q + eps), axis=-1)
+    return float(0.5 * (kl_q_p.mean() + kl_p_q.mean()))
 
 
 def _random_inputs(seed: int, n: int = 16, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -154,33 +154,77 @@ def test_bf16_inputs_are_computed_in_fp32() -> None:
     assert loss.item() == pytest.approx(expected, rel=1e-4)
 
 
-def test_symmetric_kl_equals_authors_form_where_no_probability_is_tiny() -> None:
-    """Where every P and Q entry is ≥ 1e-6 (a model near its target: cosines ≈ judge scores), the epsilon of the
-    authors' log(p + 1e-8) changes the loss by less than 1e-6."""
-    rng = np.random.default_rng(7)
-    scores = rng.uniform(0.3, 0.5, (64, 9))
-    sims = scores + rng.normal(0, 0.01, scores.shape)
-    tau = 0.02
-    p, q = _softmax64(sims / tau), _softmax64(scores / tau)
-    assert min(p.min(), q.min()) >= 1e-6  # the premise holds on this input
-    sims_t, scores_t = torch.tensor(sims), torch.tensor(scores)
-    ours = symmetric_kl_loss(sims_t, scores_t, tau).item()
-    assert abs(ours - authors_symmetric_kl(sims_t, scores_t, tau).item()) < 1e-6
+def test_authors_loss_matches_its_float64_reference() -> None:
+    sims, scores = _random_inputs(5, n=24)
+    for tau in (0.02, 0.2):
+        ours = symmetric_kl_authors_loss(torch.tensor(sims), torch.tensor(scores), tau, dtype=torch.float64).item()
+        assert ours == pytest.approx(reference_authors(sims, scores, tau, 1e-8), rel=1e-9, abs=1e-12)
 
 
-def test_authors_epsilon_gap_follows_its_first_order_formula() -> None:
-    """Where ε ≪ every probability, the two differ by ≈ −ε/2 · mean_i Σ_j (P−Q)²/(PQ) (the docstring's formula);
-    at τ = 0.02 on unconverged inputs (probabilities far below 1e-6 under one distribution) the gap is large."""
+def test_authors_loss_without_epsilon_is_symmetric_kl_in_value_and_gradient() -> None:
+    sims, scores = _random_inputs(6, n=32)
+    sims_exact = torch.tensor(sims, dtype=torch.float32, requires_grad=True)
+    sims_authors = torch.tensor(sims, dtype=torch.float32, requires_grad=True)
+    target = torch.tensor(scores, dtype=torch.float32)
+    exact = symmetric_kl_loss(sims_exact, target, 0.2)
+    authors = symmetric_kl_authors_loss(sims_authors, target, 0.2, epsilon=0.0)
+    exact.backward()
+    authors.backward()
+    assert abs(exact.item() - authors.item()) < 1e-6
+    assert torch.allclose(sims_exact.grad, sims_authors.grad, atol=1e-6)
+
+
+def test_authors_epsilon_gap_follows_the_documented_first_order_relation() -> None:
+    """Where ε ≪ every probability: L_ε − L ≈ −ε/2 · mean_i Σ_j (P/Q + Q/P) — not −ε/2 · Σ (P−Q)²/(PQ), which
+    would vanish at P = Q; checked also at P = Q, where the gap is −ε(1 + k)."""
     sims, scores = _random_inputs(8, n=32)
-    tau = 0.2
+    tau, eps = 0.2, 1e-8
     p, q = _softmax64(sims / tau), _softmax64(scores / tau)
-    assert min(p.min(), q.min()) > 1e3 * 1e-8  # first-order regime
-    predicted = -0.5e-8 * np.mean(np.sum((p - q) ** 2 / (p * q), axis=-1))
+    assert min(p.min(), q.min()) > 1e3 * eps  # first-order regime
+    predicted = -0.5 * eps * np.mean(np.sum(p / q + q / p, axis=-1))
     sims_t, scores_t = torch.tensor(sims), torch.tensor(scores)
-    gap = authors_symmetric_kl(sims_t, scores_t, tau).item() - reference_symmetric_kl(sims, scores, tau)
-    assert gap == pytest.approx(predicted, rel=2e-2)
-    far_gap = authors_symmetric_kl(sims_t, scores_t, 0.02).item() - reference_symmetric_kl(sims, scores, 0.02)
-    assert abs(far_gap) > 1e-2
+    gap = symmetric_kl_authors_loss(sims_t, scores_t, tau, dtype=torch.float64).item() - reference_symmetric_kl(
+        sims, scores, tau
+    )
+    assert gap == pytest.approx(predicted, rel=1e-3)
+    at_target = symmetric_kl_authors_loss(scores_t, scores_t, tau, dtype=torch.float64).item()
+    assert at_target == pytest.approx(-eps * scores.shape[1], rel=1e-3)
+
+
+def test_epsilon_kills_the_gradient_of_a_candidate_the_similarities_all_but_exclude() -> None:
+    """τ = 0.02, one query: the judge likes candidate 2 (Q ≈ 0.27) but its cosine is 0.5 below the positive's, so
+    P_2 ≈ e^-25 ≪ ε. Exact Eq. 4 pulls its similarity up with ≈ −Q_2/(2τ); the authors' ε leaves ≈ 0."""
+    tau = 0.02
+    sims = torch.tensor([[0.9, 0.6, 0.4]], dtype=torch.float64)
+    scores = torch.tensor([[0.9, 0.2, 0.88]], dtype=torch.float64)
+    q = torch.softmax(scores / tau, dim=-1)[0, 2].item()
+    p = torch.softmax(sims / tau, dim=-1)[0, 2].item()
+    assert p < 1e-10 and q > 0.1
+    grads = {}
+    for name, fn in (("exact", symmetric_kl_loss), ("authors", symmetric_kl_authors_loss)):
+        leaf = sims.clone().requires_grad_(True)
+        kwargs = {"dtype": torch.float64} if name == "authors" else {}
+        fn(leaf, scores, tau, **kwargs).backward()
+        grads[name] = leaf.grad[0, 2].item()
+    assert grads["exact"] == pytest.approx(-q / (2 * tau), rel=1e-3)
+    assert abs(grads["authors"]) < 1e-2 * abs(grads["exact"])  # ~700x smaller here
+    assert grads["authors"] == pytest.approx(-q * p / (2 * tau * (p + 1e-8)), rel=1e-2, abs=1e-9)
+
+
+def test_authors_loss_computes_in_the_input_dtype_unless_told() -> None:
+    """bf16 inputs: the arithmetic runs in bf16 (the authors'), and differs from the same loss in fp32."""
+    sims, scores = _random_inputs(9, n=8)
+    sims_bf16, scores_t = torch.tensor(sims, dtype=torch.bfloat16), torch.tensor(scores)
+    in_bf16 = symmetric_kl_authors_loss(sims_bf16, scores_t, 0.02)
+    p = torch.softmax(sims_bf16 / 0.02, dim=-1)
+    q = torch.softmax(scores_t.bfloat16() / 0.02, dim=-1)
+    manual = 0.5 * (
+        torch.nn.functional.kl_div(torch.log(p + 1e-8), q, reduction="batchmean")
+        + torch.nn.functional.kl_div(torch.log(q + 1e-8), p, reduction="batchmean")
+    )
+    assert in_bf16.item() == manual.float().item()
+    in_fp32 = symmetric_kl_authors_loss(sims_bf16, scores_t, 0.02, dtype=torch.float32)
+    assert in_fp32.item() != in_bf16.item()
 
 
 def test_shape_and_tau_errors_are_clear() -> None:

@@ -185,7 +185,12 @@ def test_evaluate_reports_precision_on_mini_mmeb_rows(tiny_qwen2_vl_dir: Path, r
     assert metrics["eval_num_rows"] == len(rows)
     per_dataset = [metrics[f"eval_precision_at_1_{name}"] for name in names]
     assert metrics["eval_precision_at_1"] == pytest.approx(sum(per_dataset) / len(per_dataset))
-    direct = precision_at_1(base_embedder(trainer.model), rows, batch_size=64)
+    assert metrics["eval_resolution"] == "high" and metrics["eval_image_size"] == 1344  # the authors' default
+    embedder = base_embedder(trainer.model)
+    assert embedder.config.image_resize is None  # restored after evaluation
+    embedder.config.image_resize = 1344
+    direct = precision_at_1(embedder, rows, batch_size=64)
+    embedder.config.image_resize = None
     assert direct["precision_at_1"] == metrics["eval_precision_at_1"]
 
 

@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from unime_v2.data_builders.mining.embedding_cache import EmbeddingCache, model_fingerprint
 from unime_v2.data_builders.storage import item_key as storage_item_key
 from unime_v2.data_builders.storage import pixels_key
+from unime_v2.modeling_unime_v2.configuration_unime_v2 import EVAL_RESOLUTIONS
 
 
-RESOLUTIONS = {"low": 336, "high": 1344, "checkpoint": None}
+RESOLUTIONS = EVAL_RESOLUTIONS
 """``--resolution``: images resized to 336² (``low``) or 1344² (``high``), or the checkpoint's own setting."""
 
 _ITEM_INDEX = re.compile(r"^item (\d+):")

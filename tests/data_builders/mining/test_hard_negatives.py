@@ -1,4 +1,4 @@
-"""The hard-negative sampler follows each rule of SPEC §3 (expected outputs written out by hand)."""
+"""The hard-negative sampler follows each rule of docs/method.md §3 (expected outputs written out by hand)."""
 
 from __future__ import annotations
 

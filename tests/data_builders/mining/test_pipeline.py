@@ -210,6 +210,7 @@ def config_for(data: str, output: Path, dirs: dict, **overrides) -> MiningConfig
         judge=str(dirs["qwen2_5_vl"]),
         delta=0.999,
         beta=0.001,
+        pool="dataset",
         shard_size=3,
         progress=False,
         faiss_gpu=False,
@@ -254,6 +255,11 @@ def test_mined_rows_match_an_independent_judge_and_the_report(small_run, tiny_ba
             np.testing.assert_allclose(row["neg_scores"], expected[1:], atol=1e-6, rtol=0)
             assert all(s <= row["pos_score"] - config.beta + 1e-7 for s in row["neg_scores"])
     assert fallbacks == counts["fallbacks"]
+    kept = [row["pos_score"] - s for row in dataset if row["neg_scores"] != [1.0] * 10 for s in row["neg_scores"]]
+    negatives = result.report["negatives"]
+    assert negatives["min_positive_gap"] == pytest.approx(min(kept), abs=1e-6)
+    assert negatives["negatives_with_known_dataset"] == 10 * len(dataset)
+    assert negatives["negatives_from_other_dataset"] == 0  # per-dataset pools cannot give any
     assert (result.output_dir / "judge_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| fallbacks" in (result.output_dir / "report.md").read_text()
 
@@ -385,4 +391,4 @@ def test_embedder_errors_name_the_record(tmp_path, tiny_backbone_dirs):
     rows[3] = {**rows[3], "qry": "<|image_1|>\nRepresent the given image.", "qry_image": None}  # marker, no image
     data = save_source(rows, tmp_path / "source")
     with pytest.raises(ValueError, match=r"record A-3 \(query\).*image marker"):
-        mine(config_for(data, tmp_path / "out", tiny_backbone_dirs))
+        mine(config_for(data, tmp_path / "out", tiny_backbone_dirs, marker_without_image="error"))

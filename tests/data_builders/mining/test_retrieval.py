@@ -33,6 +33,20 @@ def brute_force(queries, candidates, pools, delta, top_k):
     return out
 
 
+def test_target_modality_pools_group_positives_by_modality():
+    image = ImageRef(path="a.png")
+    records = [
+        QueryRecord(query_id="A-0", source="A", query=Item("q0", None), positive=Item("<|image_1|>", image)),
+        QueryRecord(query_id="B-1", source="B", query=Item("q1", None), positive=Item("a caption", None)),
+        QueryRecord(query_id="C-2", source="C", query=Item("q2", None), positive=Item("<|image_1|> text", image)),
+        QueryRecord(query_id="C-3", source="C", query=Item("q3", None), positive=Item("other", None)),
+    ]
+    pools = build_pools(records, "target_modality")
+    assert pools.query_pool == ["image", "text", "image+text", "text"]
+    assert pools.pools["text"].tolist() == [1, 3]
+    assert build_pools(records).query_pool == ["global"] * 4  # the default: the paper's global retrieval
+
+
 def test_pools_hold_distinct_positives_per_source_and_count_duplicates():
     records = records_for(["A", "A", "A", "B", "B"], ["cat", "dog", "cat", "cat", "fox"])
     pools = build_pools(records, "dataset")
@@ -53,7 +67,7 @@ def test_same_text_different_image_is_not_a_duplicate():
         QueryRecord("x-1", "x", Item("q2", None), Item("<|image_1|>\nRepresent the given image.", b)),
         QueryRecord("x-2", "x", Item("q3", None), Item("<|image_1|>\nRepresent the given image.", a)),
     ]
-    pools = build_pools(records)
+    pools = build_pools(records, "dataset")
     assert len(pools.candidates) == 2 and pools.duplicates == {"x": 1}
 
 
@@ -88,7 +102,7 @@ def test_deep_search_when_many_candidates_are_near_duplicates():
     rng = np.random.default_rng(1)
     dim = 8
     records = records_for(["A"] * 40, [f"p{i}" for i in range(40)])
-    pools = build_pools(records)
+    pools = build_pools(records, "dataset")
     query_direction = unit(rng.normal(size=dim))
     candidates = rng.normal(size=(40, dim))
     candidates[:25] = query_direction + 1e-4 * rng.normal(size=(25, dim))  # 25 near-duplicates of query 39
@@ -103,7 +117,7 @@ def test_deep_search_when_many_candidates_are_near_duplicates():
 
 def test_small_pools_return_all_they_have():
     records = records_for(["A"] * 5 + ["B"], ["a", "b", "c", "d", "e", "lonely"])
-    pools = build_pools(records)
+    pools = build_pools(records, "dataset")
     rng = np.random.default_rng(2)
     result = retrieve(rng.normal(size=(6, 4)), rng.normal(size=(6, 4)), pools, delta=1.0, top_k=50, use_gpu=False)
     assert result.counts.tolist() == [4, 4, 4, 4, 4, 0]  # pool B holds only the query's own positive: empty
@@ -144,7 +158,7 @@ def test_embedding_cache_reuses_chunks_and_keys_by_embedder_and_data(tmp_path):
 def test_positive_never_retrieved_even_without_the_delta_filter():
     rng = np.random.default_rng(3)
     records = records_for(["A"] * 30, [f"p{i}" for i in range(30)])
-    pools = build_pools(records)
+    pools = build_pools(records, "dataset")
     candidates = rng.normal(size=(30, 6))
     queries = candidates.copy()  # every query is identical to its own positive: it would rank first
     result = retrieve(queries, candidates, pools, delta=2.0, top_k=5, use_gpu=False)
