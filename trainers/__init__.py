@@ -1,5 +1,6 @@
 """Training of the UniME-V2 embedder: losses, arguments, collator, Trainer, MMEB precision@1."""
 
+from .bucketing import LengthBucketProcessor, embed_inputs
 from .collator import UniMEV2Collator
 from .config import UniMEV2DataArguments, UniMEV2TrainingArguments, lora_target_regex
 from .losses import (
@@ -15,10 +16,12 @@ from .losses import (
 from .mmeb_evaluator import is_hit, precision_at_1
 from .trainer import UniMEV2Trainer, base_embedder, build_embedder
 
+
 __all__ = [
     "LOSS_TYPES",
     "InfoNCELoss",
     "JSDivergenceLoss",
+    "LengthBucketProcessor",
     "SymmetricKLLoss",
     "UniMEV2Collator",
     "UniMEV2DataArguments",
@@ -27,6 +30,7 @@ __all__ = [
     "base_embedder",
     "build_embedder",
     "candidate_cosines",
+    "embed_inputs",
     "infonce_loss",
     "is_hit",
     "js_divergence_loss",

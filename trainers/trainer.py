@@ -29,9 +29,11 @@ from transformers import Trainer
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 
+from .bucketing import embed_inputs
 from .config import UniMEV2TrainingArguments
 from .losses import candidate_cosines, infonce_loss, js_divergence_loss, symmetric_kl_loss
 from .mmeb_evaluator import row_hits, summarize_hits
+
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class UniMEV2Trainer(Trainer):
         inputs = dict(inputs)
         judge_scores = inputs.pop("judge_scores")
         num_queries, group = judge_scores.shape[0], judge_scores.shape[1] + 1
-        embeddings = model(**inputs).embeddings
+        embeddings = embed_inputs(model, inputs)  # one forward, or one per length bucket (trainers/bucketing.py)
         embeddings = embeddings.view(num_queries, group, embeddings.shape[-1])
         queries, candidates = embeddings[:, 0], embeddings[:, 1:]
         loss = self.embedding_loss(queries, candidates, judge_scores)
