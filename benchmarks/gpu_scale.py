@@ -929,6 +929,7 @@ def measure_train(
         (f"buckets_b{s.batch}_gc", bucketed, True),
         (f"buckets_b{s.big_batch}", None, False),
         (f"buckets_b{s.big_batch}_gc", None, True),
+        (f"buckets_b{2 * s.big_batch}", "double", False),
     ]
     for name, batch, checkpointing in plan:
         if report.left() < 45:
@@ -939,6 +940,9 @@ def measure_train(
                 if "big_batch" not in state:
                     state["big_batch"] = collate(processor, big_records, 1, s.device)
                 batch = state["big_batch"]
+            elif isinstance(batch, str):  # twice the big micro-batch, collated only now (memory)
+                state.pop("big_batch", None)
+                batch = collate(processor, big_records + make_records(s, words, s.big_batch, seed=2000), 1, s.device)
             variants[name] = run_variant(s, trainer, batch, state["shape"], lora_params, peak, checkpointing)
             print(f"  {name}: {variants[name]['queries_per_s']} q/s, MFU {variants[name]['mfu_lora']}", flush=True)
         except torch.OutOfMemoryError as error:
