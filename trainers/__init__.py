@@ -1,5 +1,6 @@
 """Training of the UniME-V2 embedder: losses, arguments, collator, Trainer, MMEB precision@1."""
 
+from .bucketing import LengthBucketProcessor, embed_inputs
 from .collators import UniMEV2Collator
 from .evaluation.mmeb import is_hit, precision_at_1
 from .losses import (
@@ -16,6 +17,7 @@ from .training_args import UniMEV2DataArguments, UniMEV2TrainingArguments, lora_
 
 __all__ = [
     "LOSS_TYPES",
+    "LengthBucketProcessor",
     "UniMEV2Collator",
     "UniMEV2DataArguments",
     "UniMEV2Trainer",
@@ -23,6 +25,7 @@ __all__ = [
     "base_embedder",
     "build_embedder",
     "candidate_cosines",
+    "embed_inputs",
     "infonce_loss",
     "is_hit",
     "js_divergence_loss",

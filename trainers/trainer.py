@@ -30,6 +30,7 @@ from transformers import Trainer, set_seed
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import eval_image_resize
 
+from .bucketing import embed_inputs
 from .evaluation.mmeb import mmeb_evaluator
 from .losses import (
     candidate_cosines,
@@ -144,7 +145,7 @@ class UniMEV2Trainer(Trainer):
         inputs = dict(inputs)
         judge_scores = inputs.pop("judge_scores")
         num_queries, group = judge_scores.shape[0], judge_scores.shape[1] + 1
-        embeddings = model(**inputs).embeddings
+        embeddings = embed_inputs(model, inputs)  # one forward, or one per length bucket (trainers/bucketing.py)
         embeddings = embeddings.view(num_queries, group, embeddings.shape[-1])
         queries, candidates = embeddings[:, 0], embeddings[:, 1:]
         loss = self.embedding_loss(queries, candidates, judge_scores)
