@@ -554,6 +554,9 @@ def make_trainer(s: Settings, model: torch.nn.Module, folder: str, **overrides: 
     settings.update(overrides)
     args = UniMEV2TrainingArguments(**settings)
     trainer = UniMEV2Trainer(model=model, args=args, data_collator=UniMEV2Collator(None))
+    # What Trainer.train() does before its first step: accelerate wraps the forward in autocast (bf16 mixed
+    # precision); without it a bf16 model with fp32 LoRA adapters runs its adapters in fp32.
+    trainer.model = trainer.model_wrapped = trainer.accelerator.prepare_model(trainer.model)
     trainer.create_optimizer()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step divides by it
     return trainer
@@ -567,25 +570,43 @@ def train_step(trainer: UniMEV2Trainer, batch: Any) -> float:
     return float(loss)
 
 
+def set_input_casting(model: torch.nn.Module, enabled: bool) -> None:
+    """peft casts every LoRA layer's input to the adapter dtype: with fp32 adapters on a bf16 model, a full fp32 copy
+    of the activations per adapted projection (kept for backward). Under autocast the matmul casts it straight back
+    to bf16 (bf16 -> fp32 -> bf16 is lossless), so switching the cast off changes no number, only the copies."""
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = enabled
+
+
+@dataclass
+class Variant:
+    """One timed training configuration."""
+
+    name: str
+    batch: Any
+    checkpointing: bool = False
+    nocast: bool = False
+    preserve_rng: bool = True
+
+
 def run_variant(
-    s: Settings,
-    trainer: UniMEV2Trainer,
-    batch: Any,
-    shape: dict,
-    lora_params: int,
-    peak: float,
-    checkpointing: bool,
-    repeats: int | None = None,
+    s: Settings, trainer: UniMEV2Trainer, batch: Any, shape: dict, lora_params: int, peak: float, variant: Variant
 ) -> dict[str, Any]:
     """Time the step on one prepared batch; queries/s, LM tokens/s, peak memory and MFU."""
     model = trainer.model
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if variant.checkpointing:
+        kwargs = {"use_reentrant": False, "preserve_rng_state": variant.preserve_rng}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_disable()
+    set_input_casting(model, not variant.nocast)
     reset_peak(s.device)
     losses = []
-    times = timed(lambda: losses.append(train_step(trainer, batch)), s.device, s.warmup, repeats or s.steps)
+    try:
+        times = timed(lambda: losses.append(train_step(trainer, batch)), s.device, s.warmup, s.steps)
+    finally:
+        set_input_casting(model, True)
     seconds = statistics.median(times)
     flops = train_flops(shape, batch, lora_params)
     queries = batch["judge_scores"].shape[0]
@@ -603,9 +624,44 @@ def run_variant(
         "model_tflop_per_step_lora": sig(flops["lora"] / 1e12),
         "model_tflop_per_step_6nt": sig(flops["6nt"] / 1e12),
         "first_loss": losses[0],
-        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing": variant.checkpointing,
+        "lora_input_cast": not variant.nocast,
+        "preserve_rng_state": variant.preserve_rng,
         "times_s": [round(t, 4) for t in times],
     }
+
+
+def run_plan(
+    s: Settings,
+    trainer: UniMEV2Trainer,
+    plan: list[Variant],
+    state: dict,
+    peak: float,
+    lora_params: int,
+    report: Report,
+    variants: dict,
+    needs_s: float = 45,
+) -> None:
+    """Run variants in order while time is left; a failing variant (out of memory, …) is recorded, not fatal."""
+    for variant in plan:
+        if report.left() < needs_s:
+            report.data["skipped"].append(f"train/{variant.name}")
+            continue
+        try:
+            batch = variant.batch() if callable(variant.batch) else variant.batch
+            variants[variant.name] = run_variant(s, trainer, batch, state["shape"], lora_params, peak, variant)
+            result = variants[variant.name]
+            print(
+                f"  {variant.name}: {result['queries_per_s']} q/s, MFU {result['mfu_lora']}, "
+                f"{result['peak_memory_gb']} GB",
+                flush=True,
+            )
+        except Exception as error:  # noqa: BLE001 — e.g. out of memory: record and go on
+            variants[variant.name] = {"error": f"{type(error).__name__}: {error}"[:400]}
+            print(f"  {variant.name}: FAILED {type(error).__name__}", flush=True)
+        batch = None
+        reset_peak(s.device)
+        report.save()
 
 
 def collate(processor: Any, records: list[dict], buckets: int | None, device: str) -> Any:
@@ -808,10 +864,13 @@ def print_table(data: dict) -> None:
         f"device {meta.get('device')}, torch {meta.get('torch')}, transformers {meta.get('transformers')}, "
         f"matmul {data.get('matmul', {}).get('tflops')} TFLOP/s"
     )
-    print(f"{'train variant':<34}{'q/s':>8}{'tok/s':>9}{'step s':>8}{'GB':>7}{'MFU lora':>9}{'MFU 6NT':>8}")
+    print(f"{'train variant':<40}{'q/s':>8}{'tok/s':>9}{'step s':>8}{'GB':>7}{'MFU lora':>9}{'MFU 6NT':>8}")
     for name, v in data.get("train", {}).get("variants", {}).items():
+        if "error" in v:
+            print(f"{name:<40} {v['error'][:60]}")
+            continue
         print(
-            f"{name:<34}{v['queries_per_s']:>8.1f}{v['lm_tokens_per_s']:>9}{v['step_s']:>8.3f}"
+            f"{name:<40}{v['queries_per_s']:>8.1f}{v['lm_tokens_per_s']:>9}{v['step_s']:>8.3f}"
             f"{v['peak_memory_gb']:>7.1f}{v['mfu_lora']:>9.3f}{v['mfu_6nt']:>8.3f}"
         )
     for name, v in data.get("extras", {}).get("gradcache", {}).items():
@@ -918,37 +977,29 @@ def measure_train(
         "+ AdamW; batches prepared before timing (the collator runs in DataLoader workers in training)"
     )
     records = make_records(s, words, s.batch, seed=0)
-    big_records = make_records(s, words, s.big_batch, seed=1000)
     padded, bucketed = collate(processor, records, None, s.device), collate(processor, records, 1, s.device)
     r["layout_check"] = compare_layouts(trainer, padded, bucketed)
     variants = r.setdefault("variants", {})
+    big, b = s.big_batch, s.batch
+
+    def big_batch(multiple: int = 1) -> Any:
+        rows = [row for k in range(multiple) for row in make_records(s, words, big, seed=1000 * (k + 1))]
+        return collate(processor, rows, 1, s.device)
+
     plan = [
-        (f"padded_b{s.batch}", padded, False),
-        (f"buckets_b{s.batch}", bucketed, False),
-        (f"padded_b{s.batch}_gc", padded, True),
-        (f"buckets_b{s.batch}_gc", bucketed, True),
-        (f"buckets_b{s.big_batch}", None, False),
-        (f"buckets_b{s.big_batch}_gc", None, True),
-        (f"buckets_b{2 * s.big_batch}", "double", False),
+        Variant(f"padded_b{b}", padded),
+        Variant(f"buckets_b{b}", bucketed),
+        Variant(f"buckets_b{b}_nocast", bucketed, nocast=True),
+        Variant(f"padded_b{b}_nocast", padded, nocast=True),
+        Variant(f"padded_b{b}_gc", padded, checkpointing=True),
+        Variant(f"buckets_b{b}_gc", bucketed, checkpointing=True),
+        Variant(f"buckets_b{b}_gc_nocast", bucketed, checkpointing=True, nocast=True),
+        Variant(f"buckets_b{b}_gc_nocast_norng", bucketed, checkpointing=True, nocast=True, preserve_rng=False),
+        Variant(f"buckets_b{big}_nocast", big_batch, nocast=True),
+        Variant(f"buckets_b{big}_gc_nocast", big_batch, checkpointing=True, nocast=True),
+        Variant(f"buckets_b{2 * big}_nocast", lambda: big_batch(2), nocast=True),
     ]
-    for name, batch, checkpointing in plan:
-        if report.left() < 45:
-            report.data["skipped"].append(f"train/{name}")
-            continue
-        try:
-            if batch is None:
-                if "big_batch" not in state:
-                    state["big_batch"] = collate(processor, big_records, 1, s.device)
-                batch = state["big_batch"]
-            elif isinstance(batch, str):  # twice the big micro-batch, collated only now (memory)
-                state.pop("big_batch", None)
-                batch = collate(processor, big_records + make_records(s, words, s.big_batch, seed=2000), 1, s.device)
-            variants[name] = run_variant(s, trainer, batch, state["shape"], lora_params, peak, checkpointing)
-            print(f"  {name}: {variants[name]['queries_per_s']} q/s, MFU {variants[name]['mfu_lora']}", flush=True)
-        except torch.OutOfMemoryError as error:
-            variants[name] = {"error": f"out of memory: {error}"[:300]}
-            reset_peak(s.device)
-        report.save()
+    run_plan(s, trainer, plan, state, peak, lora_params, report, variants)
     state["records"] = records
     base = variants.get(f"padded_b{s.batch}", {}).get("queries_per_s")
     best = max((v.get("queries_per_s", 0) for v in variants.values()), default=0)
@@ -959,7 +1010,7 @@ def measure_train(
 def measure_extras(
     s: Settings, state: dict, words: list[str], peak: float, folder: str, report: Report, compile_lm: bool
 ) -> None:
-    """Lower-priority measurements, each only if time is left: GradCache, variable lengths, 672², DoRA, compile."""
+    """Lower-priority measurements while time is left: GradCache, bf16 adapters, DoRA, lengths, 672², compile."""
     trainer, processor, lora_params = state["trainer"], state["processor"], state["lora_params"]
     records = state["records"]
     with report.section("extras", needs_s=20) as r:
@@ -967,52 +1018,53 @@ def measure_extras(
             return
         r["gradcache"] = {}
         trainer.model.gradient_checkpointing_disable()
-        for chunk in s.gradcache_chunks:
-            if report.left() < (40 if chunk <= 2 else 25) and not s.tiny:
-                report.data["skipped"].append(f"extras/gradcache_chunk{chunk}")
-                continue
-            chunks, num_query_chunks, scores = grad_cache_chunks(processor, records, chunk, s.device)
-            step = lambda c=chunks, n=num_query_chunks, y=scores: grad_cache_step(trainer, c, n, y)
-            times = timed(step, s.device, 1 if chunk > 2 or s.tiny else 0, 1)
-            r["gradcache"][f"chunks_of_{chunk}"] = {
-                "step_s": round(times[0], 3),
-                "queries_per_s": round(len(records) / times[0], 3),
-            }
-            report.save()
+        set_input_casting(trainer.model, False)  # the same per-forward settings as our fastest step
+        try:
+            for chunk in s.gradcache_chunks:
+                if report.left() < (40 if chunk <= 2 else 25) and not s.tiny:
+                    report.data["skipped"].append(f"extras/gradcache_chunk{chunk}")
+                    continue
+                chunks, num_query_chunks, scores = grad_cache_chunks(processor, records, chunk, s.device)
+                step = lambda c=chunks, n=num_query_chunks, y=scores: grad_cache_step(trainer, c, n, y)
+                times = timed(step, s.device, 1 if chunk > 2 or s.tiny else 0, 1)
+                r["gradcache"][f"chunks_of_{chunk}"] = {
+                    "step_s": round(times[0], 3),
+                    "queries_per_s": round(len(records) / times[0], 3),
+                    "lora_input_cast": False,
+                }
+                report.save()
+        finally:
+            set_input_casting(trainer.model, True)
         variants = report.data["train"].setdefault("variants", {})
-        extra_plan = [
-            ("padded_b{b}_text5-30", dict(lengths=(5, 30)), None, False),
-            ("buckets2_b{b}_text5-30", dict(lengths=(5, 30)), 2, False),
-            ("padded_b{b}_672px", dict(image_size=2 * s.image_size), None, False),
-            ("buckets_b{b}_672px", dict(image_size=2 * s.image_size), 1, False),
-        ]
-        for name, record_kwargs, buckets, checkpointing in extra_plan:
-            name = name.format(b=s.batch)
-            if report.left() < 30:
-                report.data["skipped"].append(f"extras/{name}")
-                continue
-            size = record_kwargs.get("image_size", s.image_size)
-            batch = collate(
-                processor_for(processor, size),
-                make_records(s, words, s.batch, seed=7, **record_kwargs),
-                buckets,
-                s.device,
-            )
-            variants[name] = run_variant(s, trainer, batch, state["shape"], lora_params, peak, checkpointing)
-            report.save()
         batch = collate(processor, records, 1, s.device)
         if report.left() > 40:
             measure_recipe_adapter(s, trainer, batch, state, peak, folder, variants)
         else:
             report.data["skipped"].append("extras/dora")
         report.save()
+        b = s.batch
+
+        def varied(image_size: int | None = None, lengths: tuple[int, int] | None = None, buckets: int | None = 1):
+            size = image_size or s.image_size
+            rows = make_records(s, words, b, seed=7, lengths=lengths, image_size=size)
+            return lambda: collate(processor_for(processor, size), rows, buckets, s.device)
+
+        plan = [
+            Variant(f"padded_b{b}_text5-30_nocast", varied(lengths=(5, 30), buckets=None), nocast=True),
+            Variant(f"buckets2_b{b}_text5-30_nocast", varied(lengths=(5, 30), buckets=2), nocast=True),
+            Variant(f"padded_b{b}_672px_nocast", varied(image_size=2 * s.image_size, buckets=None), nocast=True),
+            Variant(f"buckets_b{b}_672px_nocast", varied(image_size=2 * s.image_size), nocast=True),
+        ]
+        run_plan(s, trainer, plan, state, peak, lora_params, report, variants, needs_s=30)
+        if report.left() > 40:
+            measure_bf16_adapters(s, trainer, batch, state, peak, lora_params, report, variants)
         if compile_lm and report.left() > 150:
             layers = trainer.model.get_base_model().backbone.language_model.layers
             for layer in layers:
                 layer.compile()
-            name = f"buckets_b{s.batch}_compiled_lm_layers"
             try:
-                variants[name] = run_variant(s, trainer, batch, state["shape"], lora_params, peak, False)
+                plan = [Variant(f"buckets_b{b}_nocast_compiled_lm_layers", batch, nocast=True)]
+                run_plan(s, trainer, plan, state, peak, lora_params, report, variants, needs_s=0)
             finally:
                 for layer in layers:  # back to eager
                     layer._compiled_call_impl = None
@@ -1040,11 +1092,38 @@ def measure_recipe_adapter(
     try:
         recipe_trainer = make_trainer(s, model, folder, lora_dropout=0.1, use_dora=True)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        name = f"buckets_b{s.batch}_gc_recipe_dora_dropout0.1"
-        variants[name] = run_variant(s, recipe_trainer, batch, state["shape"], params, peak, True)
+        plan = [Variant(f"buckets_b{s.batch}_gc_recipe_dora_dropout0.1", batch, checkpointing=True)]
+        run_plan(s, recipe_trainer, plan, state, peak, params, Report(None, 1e9), variants, needs_s=0)
     finally:
         model.set_adapter("default")
         model.delete_adapter("recipe")
+
+
+def measure_bf16_adapters(
+    s: Settings,
+    trainer: UniMEV2Trainer,
+    batch: Any,
+    state: dict,
+    peak: float,
+    lora_params: int,
+    report: Report,
+    variants: dict,
+) -> None:
+    """LoRA weights kept in bf16 (``get_peft_model(..., autocast_adapter_dtype=False)``): no casts at all, but the
+    optimizer then updates bf16 weights (not numerically the library's fp32-adapter step; measured, not landed)."""
+    model = trainer.model
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name and parameter.dtype == torch.float32:
+                parameter.data = parameter.data.to(getattr(torch, s.dtype))
+    trainer.optimizer = None
+    trainer.create_optimizer()
+    b = s.batch
+    plan = [
+        Variant(f"buckets_b{b}_bf16_adapters", batch),
+        Variant(f"buckets_b{b}_gc_bf16_adapters", batch, checkpointing=True),
+    ]
+    run_plan(s, trainer, plan, state, peak, lora_params, report, variants, needs_s=30)
 
 
 if __name__ == "__main__":

@@ -63,15 +63,18 @@ def test_numbers_are_finite_and_positive(result: dict) -> None:
 
 def test_every_measurement_is_present(result: dict) -> None:
     train = result["train"]["variants"]
-    for name in (
+    names = (
         "padded_b2",
         "buckets_b2",
+        "buckets_b2_nocast",
         "padded_b2_gc",
-        "buckets_b2_gc",
-        "buckets_b4",
-        "buckets_b4_gc",
-        "buckets_b8",
-    ):
+        "buckets_b2_gc_nocast",
+        "buckets_b4_nocast",
+        "buckets_b4_gc_nocast",
+        "buckets_b8_nocast",
+        "buckets_b2_gc_recipe_dora_dropout0.1",
+    )
+    for name in names:
         assert {"queries_per_s", "lm_tokens_per_s", "peak_memory_gb", "mfu_lora", "mfu_6nt"} <= set(train[name])
     assert train["buckets_b2"]["padded_tokens"] < train["padded_b2"]["padded_tokens"]
     assert train["buckets_b2"]["real_tokens"] == train["padded_b2"]["real_tokens"]
