@@ -28,6 +28,26 @@ def _card_data(config: Any, pipeline_tag: str, tags: list[str], datasets: list[s
     )
 
 
+def _render(
+    template: Path,
+    card_data: ModelCardData,
+    repo_id: str,
+    training: Mapping[str, Any],
+    metrics: Mapping[str, float] | None,
+    **variables: Any,
+) -> ModelCard:
+    """Fill ``template`` with the repo name, the training and metrics tables and the model's ``variables``."""
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        training_table=markdown_table(training, ("setting", "value")),
+        metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
+        **variables,
+    )
+
+
 def build_embedder_card(
     config: Any,
     repo_id: str,
@@ -37,18 +57,17 @@ def build_embedder_card(
 ) -> ModelCard:
     """Render the card of a trained embedder from its ``UniMEV2Config``, training settings and metrics."""
     card_data = _card_data(config, "feature-extraction", ["multimodal-embedding", "mmeb"], datasets)
-    return ModelCard.from_template(
+    return _render(
+        TEMPLATE,
         card_data,
-        template_path=str(TEMPLATE),
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
+        repo_id,
+        training,
+        metrics,
         backbone_type=config.backbone_type,
         prompt_format=config.prompt_format,
         normalize=config.normalize,
         image_resize=config.image_resize or "none (pixel budget only)",
         tau=config.tau,
-        training_table=markdown_table(training, ("setting", "value")),
-        metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
     )
 
 
@@ -62,17 +81,16 @@ def build_reranker_card(
     """Render the card of a trained reranker from its ``UniMEV2RerankerConfig``, training settings and metrics."""
     backbone_type = config.backbone_config.model_type
     card_data = _card_data(config, "image-text-to-text", ["reranker", "mmeb"], datasets)
-    return ModelCard.from_template(
+    return _render(
+        RERANKER_TEMPLATE,
         card_data,
-        template_path=str(RERANKER_TEMPLATE),
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
+        repo_id,
+        training,
+        metrics,
         backbone_type=backbone_type,
         pair_format=config.pair_format,
         pairwise_prompt=config.pairwise_prompt,
         listwise_prompt=config.listwise_prompt,
         yes_token=config.yes_token,
         no_token=config.no_token,
-        training_table=markdown_table(training, ("setting", "value")),
-        metrics_table=markdown_table(metrics, ("metric", "value")) if metrics else "",
     )

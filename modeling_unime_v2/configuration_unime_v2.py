@@ -9,6 +9,15 @@ from transformers import AutoConfig, PretrainedConfig
 
 SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 MROPE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+BACKBONE_NO_SPLIT_MODULES = (
+    "Qwen2VLDecoderLayer",
+    "Qwen2_5_VLDecoderLayer",
+    "Qwen2DecoderLayer",
+    "Qwen2VLVisionBlock",
+    "Qwen2_5_VLVisionBlock",
+    "SiglipEncoderLayer",
+)
+"""Blocks of the supported backbones that device-map sharding keeps whole (embedder and reranker alike)."""
 """Backbones with Qwen-VL's multimodal rotary positions (M-RoPE) and pixel-budget image processors."""
 PROMPT_FORMATS = ("official", "chat")
 MARKER_POLICIES = ("image_token", "error")

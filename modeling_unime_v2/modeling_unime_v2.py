@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-from .configuration_unime_v2 import SUPPORTED_BACKBONES, UniMEV2Config
+from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, SUPPORTED_BACKBONES, UniMEV2Config
 from .processing_unime_v2 import UniMEV2Processor
 
 
@@ -81,14 +81,7 @@ class UniMEV2PreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
-    _no_split_modules = [
-        "Qwen2VLDecoderLayer",
-        "Qwen2_5_VLDecoderLayer",
-        "Qwen2DecoderLayer",
-        "Qwen2VLVisionBlock",
-        "Qwen2_5_VLVisionBlock",
-        "SiglipEncoderLayer",
-    ]
+    _no_split_modules = list(BACKBONE_NO_SPLIT_MODULES)
 
 
 class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
@@ -118,15 +111,8 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         (``prompt_format``, ``image_resize``, ``min_pixels``, …) configure the embedder; the rest
         (``dtype``, ``attn_implementation``, ``revision``, …) go to ``from_pretrained``.
         """
-        field_names = set(inspect.signature(UniMEV2Config.__init__).parameters) - {"self", "kwargs"}
-        embedder_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in field_names}
-        backbone_config = AutoConfig.from_pretrained(name_or_path, **_hub_kwargs(kwargs))
-        if backbone_config.model_type not in SUPPORTED_BACKBONES:
-            raise ValueError(
-                f"{name_or_path}: unsupported backbone model_type {backbone_config.model_type!r}; "
-                f"UniME-V2 supports {SUPPORTED_BACKBONES}"
-            )
-        vlm = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        embedder_kwargs = pop_config_fields(UniMEV2Config, kwargs)
+        vlm = load_supported_vlm(name_or_path, kwargs, "UniME-V2")
         config = UniMEV2Config(backbone_config=vlm.config, **embedder_kwargs)
         with torch.device("meta"):
             model = cls(config)
@@ -300,3 +286,21 @@ def _shift_item_index(message: str, offset: int) -> str:
 def _hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
     return {key: kwargs[key] for key in keys if key in kwargs}
+
+
+def pop_config_fields(config_class: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove from ``kwargs`` (and return) the keyword arguments that name ``config_class.__init__`` parameters."""
+    fields = set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"}
+    return {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+
+
+def load_supported_vlm(name_or_path: str, kwargs: dict[str, Any], what: str) -> PreTrainedModel:
+    """The checkpoint's upstream VLM (``AutoModelForImageTextToText``), refused with a clear error when its
+    ``model_type`` is not one of ``SUPPORTED_BACKBONES``; ``what`` names the model being built in that error."""
+    backbone_config = AutoConfig.from_pretrained(name_or_path, **_hub_kwargs(kwargs))
+    if backbone_config.model_type not in SUPPORTED_BACKBONES:
+        raise ValueError(
+            f"{name_or_path}: unsupported backbone model_type {backbone_config.model_type!r}; "
+            f"{what} supports {SUPPORTED_BACKBONES}"
+        )
+    return AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)

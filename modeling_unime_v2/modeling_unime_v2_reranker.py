@@ -11,19 +11,18 @@ incoming order on an unparsable or out-of-range answer.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
 from transformers.utils import logging
 
-from .configuration_unime_v2 import IMAGE_MARKER, SUPPORTED_BACKBONES
+from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, IMAGE_MARKER
 from .configuration_unime_v2_reranker import UniMEV2RerankerConfig
-from .modeling_unime_v2 import RemoteCodeSaving, _hub_kwargs
+from .modeling_unime_v2 import RemoteCodeSaving, _hub_kwargs, load_supported_vlm, pop_config_fields
 from .processing_unime_v2 import load_item_image
 from .prompting_unime_v2 import (
     JUDGE_TEMPLATE,
@@ -92,14 +91,7 @@ class UniMEV2RerankerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
-    _no_split_modules = [
-        "Qwen2VLDecoderLayer",
-        "Qwen2_5_VLDecoderLayer",
-        "Qwen2DecoderLayer",
-        "Qwen2VLVisionBlock",
-        "Qwen2_5_VLVisionBlock",
-        "SiglipEncoderLayer",
-    ]
+    _no_split_modules = list(BACKBONE_NO_SPLIT_MODULES)
 
 
 class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
@@ -135,17 +127,10 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
         fields (``pair_format``, ``batch_size``, ``min_pixels``, …) configure the reranker; the rest (``dtype``,
         ``attn_implementation``, ``revision``, …) go to ``from_pretrained``.
         """
-        fields = set(inspect.signature(UniMEV2RerankerConfig.__init__).parameters) - {"self", "kwargs"}
-        options = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+        options = pop_config_fields(UniMEV2RerankerConfig, kwargs)
         if released_typo:
             options["pairwise_prompt"] = RERANK_PAIR_PROMPT_RELEASED
-        backbone_config = AutoConfig.from_pretrained(name_or_path, **_hub_kwargs(kwargs))
-        if backbone_config.model_type not in SUPPORTED_BACKBONES:
-            raise ValueError(
-                f"{name_or_path}: unsupported backbone model_type {backbone_config.model_type!r}; "
-                f"the reranker supports {SUPPORTED_BACKBONES}"
-            )
-        vlm = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        vlm = load_supported_vlm(name_or_path, kwargs, "the reranker")
         config = UniMEV2RerankerConfig(backbone_config=vlm.config, **options)
         with torch.device("meta"):
             model = cls(config)
