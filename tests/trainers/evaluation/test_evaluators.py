@@ -208,6 +208,26 @@ def test_trained_embedder_end_to_end_with_and_without_reranker(trained_embedder,
     assert "+ JudgeReranker (top-5)" in (tmp_path / "rr" / "results.md").read_text()
 
 
+@pytest.mark.parametrize("mode", ["listwise", "pairwise"])
+def test_script_with_a_saved_unime_v2_reranker(trained_embedder, tiny_backbone_dirs, mode, tmp_path) -> None:
+    """``--reranker DIR``: a saved UniMEV2Reranker (remote code, AutoModel) adds the '+ reranker' rows; listwise
+    fallbacks are counted, and the embedder's own numbers do not change."""
+    from unime_v2.modeling_unime_v2 import UniMEV2Reranker
+
+    folder = tmp_path / "reranker"
+    UniMEV2Reranker.from_backbone(str(tiny_backbone_dirs["qwen2_5_vl"])).save_pretrained(folder)
+    common = ["--model", str(trained_embedder), "--cache_dir", str(tmp_path / "cache"), "--suite", "mmeb", *MINI]
+    evaluate = runpy.run_path(str(EVALUATE), run_name="evaluate")["main"]
+    evaluate([*common, "--output_dir", str(tmp_path / "plain")])
+    evaluate([*common, "--output_dir", str(tmp_path / "rr"), "--reranker", str(folder), "--rerank_mode", mode])
+    plain, reranked = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("plain", "rr"))
+    metrics = reranked["suites"]["mmeb"]["metrics"]
+    assert metrics["precision_at_1"] == plain["suites"]["mmeb"]["metrics"]["precision_at_1"]
+    assert 0.0 <= metrics["rerank/precision_at_1"] <= 1.0
+    assert reranked["reranker"] == str(folder)
+    assert f"+ {folder} (top-5)" in (tmp_path / "rr" / "results.md").read_text()
+
+
 def test_reranker_without_rerank_is_a_clear_error(tiny_backbone_dirs, tmp_path) -> None:
     argv = ["--model", "unused", "--reranker", str(tiny_backbone_dirs["qwen2_5_vl"]), "--output_dir", str(tmp_path)]
     with pytest.raises(TypeError, match="has no rerank"):
