@@ -19,6 +19,7 @@ from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
 from unime_v2.data_builders.mining import MiningConfig, load_embedder
 
+
 ITEMS = [
     {"text": "<|image_1|> Represent the given image with the following question: what is in the image?"},
     {"text": "A red square on a white table."},
