@@ -60,8 +60,13 @@ class MiningConfig:
     # ---- embedder (global retrieval)
     embedder: str = _help(
         "tiny:qwen2_vl",
-        "A UniME-V2 checkpoint, a plain VLM checkpoint (wrapped with UniMEV2Model.from_backbone), or "
-        "tiny:<kind>[:<seed>].",
+        "A UniME-V2 checkpoint, a plain VLM checkpoint (wrapped with UniMEV2Model.from_backbone), a PEFT adapter "
+        "folder or Hub repo (VLM2Vec's layout: merged into embedder_base), or tiny:<kind>[:<seed>].",
+    )
+    embedder_base: str | None = _help(
+        None,
+        "Base VLM of an embedder given as a PEFT adapter folder (VLM2Vec's published layout, adapter_config.json); "
+        "none: the adapter's base_model_name_or_path. VLM2Vec-Qwen2VL-7B: Qwen/Qwen2-VL-7B-Instruct (docs/mining.md).",
     )
     embedder_prompt_format: str = _help("official", "official (VLM2Vec / UniME-V2 released checkpoints) | chat.")
     embedder_dtype: str = _help("float32", "Embedder weights dtype.")

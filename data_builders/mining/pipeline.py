@@ -165,6 +165,7 @@ def embed_all(
             "prompt_format": config.embedder_prompt_format,
             "dtype": config.embedder_dtype,
             "marker_without_image": config.marker_without_image,
+            **({"embedder_base": config.embedder_base} if config.embedder_base else {}),
         },
     )
     cache = EmbeddingCache(cache_dir / "embeddings", fingerprint, config.embed_chunk_size)
@@ -179,6 +180,7 @@ def embed_all(
                     config.embedder_dtype,
                     state.device,
                     config.marker_without_image,
+                    config.embedder_base,
                 )
             )
         return loaded[0]
