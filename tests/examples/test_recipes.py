@@ -26,7 +26,9 @@ from unime_v2.trainers import (
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
-RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if "backbone" in (yaml.safe_load(p.read_text()) or {}))
+TRAINING = sorted(p for p in CONFIGS.glob("*.yaml") if "backbone" in (yaml.safe_load(p.read_text()) or {}))
+RECIPES = [p for p in TRAINING if not p.stem.startswith("reranker_")]
+RERANKER_RECIPES = [p for p in TRAINING if p.stem.startswith("reranker_")]
 
 
 def tiny_kind(backbone: str) -> str:
@@ -71,3 +73,28 @@ def test_recipe_builds_its_trainer_on_a_tiny_backbone(recipe, tiny_backbone_dirs
     }
     loss = trainer.compute_loss(model, UniMEV2Collator(processor)([record]))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("recipe", RERANKER_RECIPES, ids=lambda p: p.stem)
+def test_reranker_recipe_builds_its_trainer_on_a_tiny_backbone(recipe, tiny_backbone_dirs, tmp_path):
+    """Reranker recipes parse through train_reranker.py's parser and build UniMEV2RerankerTrainer on a tiny
+    Qwen2.5-VL; every declared optimisation key is kept."""
+    from unime_v2.trainers.reranker_trainer import UniMEV2RerankerTrainer
+    from unime_v2.trainers.reranker_training_args import (
+        UniMEV2RerankerDataArguments,
+        UniMEV2RerankerTrainingArguments,
+        build_reranker,
+    )
+
+    declared = yaml.safe_load(recipe.read_text())
+    argv = ["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
+    argv += ["--deepspeed", "", "--gradient_checkpointing", "false"]
+    parser = RecipeParser((UniMEV2RerankerDataArguments, UniMEV2RerankerTrainingArguments))
+    data_args, args = parser.parse(argv)
+    for key in ("learning_rate", "lora_r", "lora_alpha", "num_list_negatives", "pair_weight", "list_weight"):
+        if key in declared:
+            assert getattr(args, key) == declared[key], key
+    model, processor = build_reranker(data_args, args, str(tiny_backbone_dirs["qwen2_5_vl"]))
+    trainer = UniMEV2RerankerTrainer(model=model, args=args, processing_class=processor)
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".visual." not in n for n in trainable) == bool(args.freeze_vision_tower)
