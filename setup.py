@@ -36,6 +36,7 @@ setup(
     package_dir={f"unime_v2.{name}": name for name in FOLDERS},
     package_data={
         "unime_v2.hub_cards": ["*.md"],
+        "unime_v2.data_builders": ["assets/tiny_vlm_qwen2vl/*"],  # the shipped pretrained tiny VLM
         "unime_v2.trainers.evaluation": ["mmeb_precision_at_1/*.py"],
     },
     install_requires=[

@@ -82,9 +82,6 @@ class EvaluationArguments:
     dtype: str = field(default="float32", metadata={"help": "Model dtype: float32, bfloat16 or float16."})
     mini_mmeb_seed: int = field(default=0, metadata={"help": "Seed of mini-MMEB (as in the training recipe)."})
     mini_mmeb_test_per_task: int = field(default=16, metadata={"help": "Held-out mini-MMEB rows per task."})
-    mini_mmeb_train_per_task: int = field(
-        default=64, metadata={"help": "Training rows per task of the recipe (built, then left out)."}
-    )
     mini_mmeb_num_candidates: int = field(default=16, metadata={"help": "mini-MMEB candidates per row."})
     mini_mmeb_config: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "More MiniMMEBConfig fields as JSON (tasks, caption_images, …)."}
@@ -145,25 +142,16 @@ def check_reranker(model: Any, name: str) -> None:
 
 
 def mini_mmeb_data(args: EvaluationArguments) -> tuple[Any, dict[str, Any]]:
-    """Mini-MMEB's held-out rows (the first ``mini_mmeb_test_per_task`` rows of each task of the build the
-    training recipe uses) and the built companion sets."""
+    """Mini-MMEB's held-out rows (the same rows the training recipes hold out: disjoint in facts from training,
+    ``mini_mmeb_num_candidates`` per list) and the built companion sets."""
     from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
-    from unime_v2.data_builders.mini_mmeb.splits import split_rows
+    from unime_v2.data_builders.mini_mmeb.splits import build_split
 
-    n_test, n_train = args.mini_mmeb_test_per_task, args.mini_mmeb_train_per_task
     extra = args.mini_mmeb_config or {}
     extra = json.loads(extra) if isinstance(extra, str) else extra
-    config = MiniMMEBConfig(
-        **{
-            "seed": args.mini_mmeb_seed,
-            "train_pairs": 0,
-            "num_candidates": args.mini_mmeb_num_candidates,
-            **extra,
-            "eval_queries": n_test + n_train,
-        }
-    )
-    built = build_mini_mmeb(config)
-    return split_rows(built["mmeb"]["test"], n_test)[1], built
+    config = MiniMMEBConfig(**{"seed": args.mini_mmeb_seed, "train_pairs": 0, "eval_queries": 1, **extra})
+    heldout = build_split(config, 0, args.mini_mmeb_test_per_task, args.mini_mmeb_num_candidates).heldout
+    return heldout, build_mini_mmeb(config)
 
 
 def suite_sources(args: EvaluationArguments) -> dict[str, list[DatasetSource]]:

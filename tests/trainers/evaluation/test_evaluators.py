@@ -32,7 +32,7 @@ from unime_v2.trainers.evaluation.run import EvaluationArguments, run_evaluation
 
 REPO = Path(__file__).resolve().parents[3]
 EVALUATE = REPO / "examples" / "evaluate.py"
-MINI = ["--data", "mini_mmeb", "--mini_mmeb_test_per_task", "3", "--mini_mmeb_train_per_task", "0",
+MINI = ["--data", "mini_mmeb", "--mini_mmeb_test_per_task", "3",
         "--mini_mmeb_num_candidates", "6", "--show_progress_bar", "false", "--mini_mmeb_config",
         '{"caption_images": 4, "long_caption_images": 3, "compositional_per_subset": 2, '
         '"tasks": ["MiniImageNet-cls", "MiniCOCO-i2t", "MiniObjectNet-cls", "MiniRefCOCO-grd"]}']  # fmt: skip
