@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     level = logging.INFO if state.is_main_process else logging.WARNING  # one log line per event, not per process
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are tracebacks of CPU probes
     kill = int(os.environ.get(KILL_ENV, "0"))
     result = mine(config, state, on_shard_written=kill_after(kill) if kill > 0 else None)
     if result is not None:

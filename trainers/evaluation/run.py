@@ -79,6 +79,10 @@ class EvaluationArguments:
         default=None, metadata={"help": "Embedding cache (default: <UNIME_V2_CACHE>/evaluation_embeddings)."}
     )
     no_cache: bool = field(default=False, metadata={"help": "Encode everything, keep nothing on disk."})
+    prompt_format: str = field(
+        default="official",
+        metadata={"help": "For a plain VLM --model: official (the released checkpoints' raw text) | chat (template)."},
+    )
     dtype: str = field(default="float32", metadata={"help": "Model dtype: float32, bfloat16 or float16."})
     mini_mmeb_seed: int = field(default=0, metadata={"help": "Seed of mini-MMEB (as in the training recipe)."})
     mini_mmeb_test_per_task: int = field(default=16, metadata={"help": "Held-out mini-MMEB rows per task."})
@@ -103,8 +107,11 @@ class EvaluationArguments:
         return SUITES if self.suite == "all" else (self.suite,)
 
 
-def load_embedder(spec: str, revision: str | None = None, dtype: str = "float32") -> Any:
-    """A ``UniMEV2Model``: ``AutoModel`` for our checkpoints, ``from_backbone`` for plain VLM checkpoints."""
+def load_embedder(
+    spec: str, revision: str | None = None, dtype: str = "float32", prompt_format: str = "official"
+) -> Any:
+    """A ``UniMEV2Model``: ``AutoModel`` for our checkpoints, ``from_backbone`` (with ``prompt_format``) for plain VLM
+    checkpoints."""
     import torch
     from transformers import AutoConfig, AutoModel
 
@@ -117,7 +124,7 @@ def load_embedder(spec: str, revision: str | None = None, dtype: str = "float32"
     if config.model_type == "unime_v2":
         model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch_dtype, **hub)
     else:
-        model = UniMEV2Model.from_backbone(path, dtype=torch_dtype, **hub)
+        model = UniMEV2Model.from_backbone(path, prompt_format=prompt_format, dtype=torch_dtype, **hub)
     return model.to(PartialState().device).eval()
 
 
@@ -191,7 +198,7 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
         reranker = load_reranker(args.reranker, dtype=args.dtype)
     elif reranker is not None:
         check_reranker(reranker, args.reranker or type(reranker).__name__)
-    model = model if model is not None else load_embedder(args.model, args.revision, args.dtype)
+    model = model if model is not None else load_embedder(args.model, args.revision, args.dtype, args.prompt_format)
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir() / "evaluation_embeddings"))
     suites: dict[str, Any] = {}
     image_resize = None
