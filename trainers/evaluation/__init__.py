@@ -43,9 +43,14 @@ from .readers import (
     retrieval_sources,
     sugarcrepe_sources,
 )
+from .retrieve_rerank import RetrieveThenRerank
+from .run import EvaluationArguments, run_evaluation
 
 
 __all__ = [
+    "EvaluationArguments",
+    "RetrieveThenRerank",
+    "run_evaluation",
     "EVALUATORS",
     "RESOLUTIONS",
     "CompositionalSet",
