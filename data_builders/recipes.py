@@ -9,6 +9,7 @@ Spec strings name the embedded defaults wherever a checkpoint or a dataset is ex
 
 * ``tiny:<kind>[:<seed>]`` — a tiny random backbone (``qwen2_vl``, ``qwen2_5_vl``, ``llava_onevision``), built once
   into ``<cache>/tiny_backbones/<kind>-seed<seed>``;
+* ``tiny:pretrained`` — the pretrained tiny Qwen2-VL shipped in ``data_builders/assets`` (docs/tiny_pretrained_vlm.md);
 * ``mini_mmeb`` — the generated benchmark's held-out rows (evaluation data);
 * ``oracle:mini_mmeb`` — mini-MMEB training records with ORACLE scores standing in for judge scores (demo only).
 
@@ -31,6 +32,7 @@ from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
 
 
 TINY_PREFIX = "tiny:"
+PRETRAINED_TINY = "tiny:pretrained"
 MINI_MMEB = "mini_mmeb"
 ORACLE_MINI_MMEB = "oracle:mini_mmeb"
 CACHE_ENV = "UNIME_V2_CACHE"
@@ -90,6 +92,10 @@ def resolve_backbone(
         main_process_first: a context-manager factory (``PartialState().main_process_first``) so that only the
             main process builds under a multi-process launch; the others wait and reuse the folder.
     """
+    if spec == PRETRAINED_TINY:
+        from .tiny_pretrain import shipped_tiny_vlm
+
+        return str(shipped_tiny_vlm())
     parsed = parse_tiny_spec(spec)
     if parsed is None:
         return spec

@@ -125,3 +125,9 @@ def test_shipped_checkpoint_loads_and_knows_the_corpus():
         < 5.0
         < tp.lm_loss(random_model, processor, examples)["all"]
     )
+
+
+def test_the_pretrained_spec_resolves_to_the_shipped_checkpoint() -> None:
+    from unime_v2.data_builders.recipes import resolve_backbone
+
+    assert resolve_backbone("tiny:pretrained") == str(tp.shipped_tiny_vlm())
