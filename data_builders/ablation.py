@@ -63,32 +63,20 @@ def variant_commands(args: AblationArguments, examples: Path) -> dict[str, list[
     size, seed0 = SIZES[summary["settings"]["size"]], str(summary["settings"]["seed"])
     python, vlm, configs = sys.executable, str(shipped_tiny_vlm()), examples / "configs"
     data = {"quickstart": quick / "mine" / "dataset", "untrained": out / "mine_untrained_judge" / "dataset"}
-    commands: dict[str, list[str] | None] = {
-        "mine_untrained_judge": [
-            python,
-            str(examples / "mine.py"),
-            "--config",
-            str(configs / "mine_quickstart.yaml"),
-            "--data",
-            str(quick / "data" / "train"),
-            "--embedder",
-            str(quick / "seed"),
-            "--judge",
-            vlm,
-            "--output_dir",
-            str(out / "mine_untrained_judge"),
-            "--seed",
-            seed0,
-            "--top_k",
-            str(size["top_k"]),
+    names = args.variants or list(VARIANTS)
+    commands: dict[str, list[str] | None] = {}
+    if any(VARIANTS[n].get("judge") == "untrained" for n in names):
+        commands["mine_untrained_judge"] = [
+            python, str(examples / "mine.py"), "--config", str(configs / "mine_quickstart.yaml"),
+            "--data", str(quick / "data" / "train"), "--embedder", str(quick / "seed"), "--judge", vlm,
+            "--output_dir", str(out / "mine_untrained_judge"), "--seed", seed0, "--top_k", str(size["top_k"]),
         ]  # fmt: skip
-    }
     evaluation = [
         python, str(examples / "evaluate.py"), "--suite", "mmeb", "--data", "mini_mmeb", "--mini_mmeb_seed", seed0,
         "--mini_mmeb_test_per_task", str(size["eval_rows"]), "--mini_mmeb_num_candidates", "100",
         "--mini_mmeb_config", json.dumps({"tasks": list(TASKS)}), "--cache_dir", str(out / "eval_cache"),
     ]  # fmt: skip
-    for name in args.variants or list(VARIANTS):
+    for name in names:
         settings = dict(VARIANTS[name])
         train_data = data[settings.pop("judge", "quickstart")]
         for seed in args.seeds:
