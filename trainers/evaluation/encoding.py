@@ -63,7 +63,10 @@ def resolution_size(resolution: str | None) -> int | None:
 
 @contextmanager
 def image_resolution(model: Any, resolution: str | None) -> Iterator[Any]:
-    """Temporarily set the processor's ``image_resize`` (336 or 1344) for ``low`` / ``high``; yields what is used."""
+    """Temporarily set the processor's ``image_resize`` (336 or 1344) for ``low`` / ``high``; ``model`` takes the
+    model config's ``eval_resolution`` (``high`` for the authors' checkpoints, docs/method.md §4); yields what is used."""
+    if resolution == "model":
+        resolution = getattr(getattr(model, "config", None), "eval_resolution", "checkpoint")
     size = resolution_size(resolution)
     config = getattr(getattr(model, "processor", None), "config", None)
     if size is None or config is None:

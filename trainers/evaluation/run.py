@@ -68,8 +68,11 @@ class EvaluationArguments:
     )  # fmt: skip
     output_dir: str = field(default=None, metadata={"help": "Where results.json, results.md and the PNGs go."})
     resolution: str = field(
-        default="checkpoint",
-        metadata={"help": "Image resolution: low (336x336), high (1344x1344) or checkpoint (its own setting)."},
+        default="model",
+        metadata={
+            "help": "Image resolution: model (the model config's eval_resolution: high, 1344x1344, for the authors' "
+            "checkpoints as they evaluated) | low (336x336) | high (1344x1344) | checkpoint (its own pixel budget)."
+        },
     )
     batch_size: int = field(default=16, metadata={"help": "Items per forward pass of the embedder."})
     top_k: int = field(default=10, metadata={"help": "Candidates the reranker reorders (retrieval, SugarCrepe)."})
@@ -95,7 +98,7 @@ class EvaluationArguments:
     def __post_init__(self) -> None:
         if self.suite not in SUITES + ("all",):
             raise ValueError(f"--suite {self.suite!r}; choose one of {SUITES + ('all',)}")
-        if self.resolution not in RESOLUTIONS:
+        if self.resolution not in (*RESOLUTIONS, "model"):
             raise ValueError(f"--resolution {self.resolution!r}; choose one of {sorted(RESOLUTIONS)}")
         if self.rerank_mode not in ("listwise", "pairwise"):
             raise ValueError(f"--rerank_mode {self.rerank_mode!r}; choose listwise or pairwise")
@@ -227,7 +230,11 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
         "model": args.model or type(model).__name__,
         "revision": args.revision or getattr(getattr(model, "config", None), "_commit_hash", None),
         "reranker": args.reranker or (type(reranker).__name__ if reranker is not None else None),
-        "resolution": args.resolution,
+        "resolution": (
+            getattr(getattr(model, "config", None), "eval_resolution", "checkpoint")
+            if args.resolution == "model"
+            else args.resolution
+        ),
         "image_resize": image_resize,
         "settings": {k: v for k, v in asdict(args).items() if k not in ("model", "revision", "reranker")},
         "processes": state.num_processes,

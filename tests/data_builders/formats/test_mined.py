@@ -21,7 +21,7 @@ from unime_v2.data_builders.formats.mined import (
 )
 
 
-SAMPLE = Path("/work/shared/reference/official-mined-negatives-example.json")
+SAMPLE = Path(__file__).parents[2] / "fixtures" / "official-mined-negatives-example.json"
 
 
 def image_paths(records: list[dict]) -> set[str]:

@@ -22,7 +22,7 @@ from unime_v2.data_builders.formats.training_records import (
 )
 
 
-SAMPLE = Path("/work/shared/reference/official-mined-negatives-example.json")
+SAMPLE = Path(__file__).parents[2] / "fixtures" / "official-mined-negatives-example.json"
 
 
 def make_image_root(records: list[dict], root: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import socket
 import subprocess
 import sys
@@ -174,10 +173,11 @@ def test_retrieval_and_sugarcrepe_on_public_layouts_equal_direct_computation(emb
 def trained_embedder(tmp_path_factory) -> Path:
     """A tiny embedder trained for a few steps by examples/train.py (run in-process through main(argv))."""
     out = tmp_path_factory.mktemp("trained")
-    train = runpy.run_path(str(REPO / "examples" / "train.py"), run_name="train")
-    train["main"](["--config", str(REPO / "examples/configs/tiny.yaml"), "--output_dir", str(out), "--max_steps", "2",
-                   "--eval_data", "none", "--mini_mmeb_train_per_task", "4", "--save_steps", "1000",
-                   "--disable_tqdm", "true", "--warmup_steps", "0"])  # fmt: skip
+    command = [sys.executable, str(REPO / "examples" / "train.py"), "--config", str(REPO / "examples/configs/tiny.yaml"),
+               "--output_dir", str(out), "--max_steps", "2", "--eval_data", "none", "--mini_mmeb_train_per_task", "4",
+               "--save_steps", "1000", "--disable_tqdm", "true", "--warmup_steps", "0"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "config.json").exists()
     return out
 
@@ -185,7 +185,7 @@ def trained_embedder(tmp_path_factory) -> Path:
 def test_trained_embedder_end_to_end_with_and_without_reranker(trained_embedder, reranker, tmp_path) -> None:
     out = tmp_path / "plain"
     argv = ["--model", str(trained_embedder), "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), *MINI]
-    runpy.run_path(str(EVALUATE), run_name="evaluate")["main"](argv)
+    evaluate(argv)
     results = json.loads((out / "results.json").read_text())
     assert set(results["suites"]) == {"mmeb", "retrieval", "sugarcrepe"} and results["resolution"] == "checkpoint"
     assert not any(s["errors"] for s in results["suites"].values())
@@ -217,7 +217,6 @@ def test_script_with_a_saved_unime_v2_reranker(trained_embedder, tiny_backbone_d
     folder = tmp_path / "reranker"
     UniMEV2Reranker.from_backbone(str(tiny_backbone_dirs["qwen2_5_vl"])).save_pretrained(folder)
     common = ["--model", str(trained_embedder), "--cache_dir", str(tmp_path / "cache"), "--suite", "mmeb", *MINI]
-    evaluate = runpy.run_path(str(EVALUATE), run_name="evaluate")["main"]
     evaluate([*common, "--output_dir", str(tmp_path / "plain")])
     evaluate([*common, "--output_dir", str(tmp_path / "rr"), "--reranker", str(folder), "--rerank_mode", mode])
     plain, reranked = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("plain", "rr"))
@@ -231,7 +230,13 @@ def test_script_with_a_saved_unime_v2_reranker(trained_embedder, tiny_backbone_d
 def test_reranker_without_rerank_is_a_clear_error(tiny_backbone_dirs, tmp_path) -> None:
     argv = ["--model", "unused", "--reranker", str(tiny_backbone_dirs["qwen2_5_vl"]), "--output_dir", str(tmp_path)]
     with pytest.raises(TypeError, match="has no rerank"):
-        runpy.run_path(str(EVALUATE), run_name="evaluate")["main"](argv)
+        evaluate(argv)
+
+
+def evaluate(argv: list[str]) -> dict:
+    """What ``examples/evaluate.py`` does with ``argv``: parse the settings, run the evaluation."""
+    (args,) = RecipeParser((EvaluationArguments,)).parse(argv)
+    return run_evaluation(args)
 
 
 def free_port() -> int:
