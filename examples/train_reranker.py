@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> str:
         num_list_negatives=args.num_list_negatives,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_state()  # trainer_state.json: the logged pair and list losses
     if trainer.is_world_process_zero():
         save_reranker(model, data_args, args, trainer.state.log_history)
     return args.output_dir
