@@ -38,6 +38,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "unime_v2_steps": 300,
         "reranker_steps": 300,
         "eval_rows": 32,
+        "logging_steps": 25,
         "companions": {"caption_images": 40, "long_caption_images": 40, "compositional_per_subset": 16},
     },
     "small": {
@@ -50,6 +51,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "unime_v2_steps": 12,
         "reranker_steps": 8,
         "eval_rows": 6,
+        "logging_steps": 2,
         "companions": {"caption_images": 8, "long_caption_images": 8, "compositional_per_subset": 3},
     },
 }
@@ -132,7 +134,8 @@ def stage_commands(args: QuickstartArguments, examples: Path) -> dict[str, list[
     """The command line of every stage (``None``: an in-process stage)."""
     out, size, python = Path(args.output_dir).resolve(), SIZES[args.size], sys.executable
     vlm, seed, configs = str(shipped_tiny_vlm()), str(args.seed), examples / "configs"
-    train = [python, str(examples / "train.py")]
+    logging = ["--logging_steps", str(size["logging_steps"])]
+    train = [python, str(examples / "train.py"), *logging]
     evaluation = [
         python, str(examples / "evaluate.py"), "--suite", "all", "--data", "mini_mmeb", "--mini_mmeb_seed", seed,
         "--mini_mmeb_test_per_task", str(size["eval_rows"]), "--mini_mmeb_num_candidates", "100",
@@ -154,7 +157,7 @@ def stage_commands(args: QuickstartArguments, examples: Path) -> dict[str, list[
         "unime_v2": [*train, "--config", str(configs / "quickstart_unime_v2.yaml"), "--backbone", vlm,
                      "--train_data", str(out / "mine" / "dataset"), "--output_dir", str(out / "unime_v2"),
                      "--seed", seed, "--max_steps", str(size["unime_v2_steps"])],
-        "reranker": [python, str(examples / "train_reranker.py"), "--config", str(configs / "quickstart_reranker.yaml"),
+        "reranker": [python, str(examples / "train_reranker.py"), *logging, "--config", str(configs / "quickstart_reranker.yaml"),
                      "--backbone", vlm, "--train_data", str(out / "mine" / "dataset"),
                      "--output_dir", str(out / "reranker"), "--seed", seed,
                      "--max_steps", str(size["reranker_steps"])],
