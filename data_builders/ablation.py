@@ -30,6 +30,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "UniME-V2, k = 10": {"loss_type": "symmetric_kl", "num_hard_negatives": "10"},
     "UniME-V2, Jensen-Shannon": {"loss_type": "js", "num_hard_negatives": "8"},
     "UniME-V2, the authors' arithmetic": {"loss_type": "symmetric_kl_authors", "num_hard_negatives": "8"},
+    "UniME-V2, oracle scores as the judge (upper bound)": {
+        "loss_type": "symmetric_kl",
+        "num_hard_negatives": "8",
+        "judge": "oracle",
+    },
     "UniME-V2, data scored by the untrained judge": {
         "loss_type": "symmetric_kl",
         "num_hard_negatives": "8",
@@ -62,7 +67,15 @@ def variant_commands(args: AblationArguments, examples: Path) -> dict[str, list[
     summary = json.loads((quick / "summary.json").read_text())
     size, seed0 = SIZES[summary["settings"]["size"]], str(summary["settings"]["seed"])
     python, vlm, configs = sys.executable, str(shipped_tiny_vlm()), examples / "configs"
-    data = {"quickstart": quick / "mine" / "dataset", "untrained": out / "mine_untrained_judge" / "dataset"}
+    data = {
+        "quickstart": quick / "mine" / "dataset",
+        "untrained": out / "mine_untrained_judge" / "dataset",
+        "oracle": "oracle:mini_mmeb",
+    }
+    oracle_data = [  # the same training queries, mini-MMEB's generated distractors scored by its oracle
+        "--mini_mmeb_seed", seed0, "--mini_mmeb_train_per_task", str(size["mine_per_task"]),
+        "--mini_mmeb_config", json.dumps({"tasks": list(TASKS)}),
+    ]  # fmt: skip
     names = args.variants or list(VARIANTS)
     commands: dict[str, list[str] | None] = {}
     if any(VARIANTS[n].get("judge") == "untrained" for n in names):
@@ -78,10 +91,12 @@ def variant_commands(args: AblationArguments, examples: Path) -> dict[str, list[
     ]  # fmt: skip
     for name in names:
         settings = dict(VARIANTS[name])
-        train_data = data[settings.pop("judge", "quickstart")]
+        judge = settings.pop("judge", "quickstart")
+        train_data = data[judge]
         for seed in args.seeds:
             run = f"{_slug(name)}-seed{seed}"
             overrides = [x for key, value in settings.items() for x in (f"--{key}", value)]
+            overrides += oracle_data if judge == "oracle" else []
             commands[f"train-{run}"] = [
                 python, str(examples / "train.py"), "--config", str(configs / "quickstart_unime_v2.yaml"),
                 "--backbone", vlm, "--train_data", str(train_data), "--output_dir", str(out / run), "--seed", str(seed),

@@ -21,6 +21,7 @@ from typing import Any
 
 from unime_v2.hub_cards.markdown import markdown_grid
 
+from .mini_mmeb import task_table
 from .mini_mmeb.splits import mini_mmeb_splits
 from .tiny_pretrain import shipped_tiny_vlm
 
@@ -260,11 +261,13 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     before = summary["judge"].get("before", {}).get("heldout_in_pool", {})
     if after:
         per = after.get("per_dataset", {})
-        judge_rows = [["all IND tasks", before.get("auc", ""), after.get("auc", "")]]
-        judge_rows += [[name, before.get("per_dataset", {}).get(name, {}).get("auc", ""), value.get("auc", "")]
-                       for name, value in per.items()]  # fmt: skip
+        judge_rows = [["all IND tasks", "", before.get("auc", ""), after.get("auc", "")]]
+        meta = {row["dataset"]: row["meta_task"] for row in task_table()}
+        for name in sorted(per, key=lambda n: (meta.get(n, ""), n)):
+            earlier = before.get("per_dataset", {}).get(name, {}).get("auc", "")
+            judge_rows.append([name, meta.get(name, ""), earlier, per[name].get("auc", "")])
         parts += ["### Judge agreement with the oracle (AUC, held-out queries)",
-                  markdown_grid(["tasks", "before fine-tuning", "after"], judge_rows)]  # fmt: skip
+                  markdown_grid(["tasks", "meta-task", "before fine-tuning", "after"], judge_rows)]  # fmt: skip
     mining = summary["mining"]
     if mining:
         parts += ["### Mining", markdown_grid(["count", "value"], [[k, v] for k, v in mining.items()])]

@@ -4,8 +4,8 @@
     python examples/ablation.py --quickstart_dir runs/quickstart --output_dir runs/ablation --seeds 0 1 2
 
 Variants: InfoNCE with in-batch negatives only; + judge-mined hard negatives with hard labels; + the judge's soft
-scores (UniME-V2); k in {4, 6, 8, 10}; Jensen-Shannon and the authors' loss arithmetic; data scored by the untrained
-judge. Writes results.json, RESULTS.md (mean ± std over seeds) and ablation.png; resumable like the quickstart.
+scores (UniME-V2); k in {4, 6, 8, 10}; Jensen-Shannon and the authors' loss arithmetic; the judge's quality (the
+untrained VLM as judge, the fine-tuned judge, mini-MMEB's oracle as judge: an upper bound). Writes results.json, RESULTS.md (mean ± std over seeds) and ablation.png; resumable like the quickstart.
 """
 
 from __future__ import annotations
