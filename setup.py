@@ -58,7 +58,7 @@ setup(
     extras_require={
         "cpu": [FAISS_CPU],
         "gpu": ["faiss-gpu>=1.15"],
-        "dev": [FAISS_CPU, "pytest>=8", "pytest-timeout", "scipy", "ruff>=0.9"],
+        "dev": [FAISS_CPU, "pytest>=8", "pytest-timeout", "scipy", "pyyaml", "ruff>=0.9"],
         "deepspeed": ["deepspeed>=0.16"],
     },
     classifiers=["Programming Language :: Python :: 3"],
