@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model=model,
         args=args,
         train_dataset=records,
-        data_collator=UniMEV2Collator(processor),
+        data_collator=UniMEV2Collator(processor, length_buckets=args.length_buckets),
         processing_class=processor,
         mmeb_eval_rows=eval_rows,
         mmeb_image_root=data_args.eval_image_root,

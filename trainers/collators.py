@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
+from .bucketing import LengthBucketProcessor
+
 
 class UniMEV2Collator:
     """Turns training records into one batch of ``B · (2 + k)`` sequences plus the judge scores.
@@ -19,12 +21,16 @@ class UniMEV2Collator:
     ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids`` for Qwen-VL; ``pixel_values``, ``image_sizes``,
     ``batch_num_images`` for LLaVA-OneVision) plus ``judge_scores`` of shape ``(B, 1 + k)`` in fp32.
 
+    With ``length_buckets`` ≥ 1 the items go through :class:`~unime_v2.trainers.bucketing.LengthBucketProcessor`
+    instead (the output then holds ``buckets`` and ``bucket_rows``; the trainer embeds bucket by bucket).
+
     Args:
         processor: a :class:`~unime_v2.modeling_unime_v2.UniMEV2Processor` (``model.processor``).
+        length_buckets: 0 for one padded batch, else the number of text length runs.
     """
 
-    def __init__(self, processor: Any):
-        self.processor = processor
+    def __init__(self, processor: Any, length_buckets: int = 0):
+        self.processor = LengthBucketProcessor(processor, length_buckets) if length_buckets else processor
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> BatchFeature:
         if not records:

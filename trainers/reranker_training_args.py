@@ -76,7 +76,6 @@ class UniMEV2RerankerDataArguments:
     mini_mmeb_tasks: str = field(
         default="MiniImageNet-cls,MiniCOCO-i2t,MiniCOCO-t2i", metadata={"help": "Comma-separated mini-MMEB tasks."}
     )
-    mini_mmeb_num_candidates: int = field(default=8, metadata={"help": "Candidates per mini-MMEB row."})
 
 
 def llm_lora_regex() -> str:
@@ -138,20 +137,16 @@ def reranker_records(data_args: UniMEV2RerankerDataArguments, seed: int = 0) -> 
 
 
 def mini_mmeb_rows(data_args: UniMEV2RerankerDataArguments, seed: int) -> Any:
-    """Mini-MMEB eval-style rows (ground truth + distractors) of the configured tasks, built with ``seed``."""
-    from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
+    """Mini-MMEB TRAINING rows (ground truth + hard distractors) of the configured IND tasks, built with ``seed``.
 
-    config = MiniMMEBConfig(
-        seed=seed,
-        tasks=[t.strip() for t in data_args.mini_mmeb_tasks.split(",") if t.strip()],
-        train_pairs=0,
-        eval_queries=data_args.mini_mmeb_per_task,
-        num_candidates=data_args.mini_mmeb_num_candidates,
-        caption_images=0,
-        long_caption_images=0,
-        compositional_per_subset=0,
-    )
-    return build_mini_mmeb(config)["mmeb"]["test"]
+    They come from :func:`~unime_v2.data_builders.mini_mmeb.splits.mini_mmeb_splits`, so no query shares its facts with the
+    held-out rows that ``examples/evaluate.py --data mini_mmeb`` scores with the same seed.
+    """
+    from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
+
+    tasks = [t.strip() for t in data_args.mini_mmeb_tasks.split(",") if t.strip()]
+    train, _ = mini_mmeb_splits(seed, data_args.mini_mmeb_per_task, 1, 2, {"tasks": tasks})
+    return train
 
 
 def save_reranker(

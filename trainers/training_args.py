@@ -154,6 +154,14 @@ class UniMEV2TrainingArguments(TrainingArguments):
             "help": "Final save: a merged UniMEV2Model in output_dir (AutoModel loads it), adapter in adapter/."
         },
     )
+    length_buckets: int = field(
+        default=0,
+        metadata={
+            "help": "0: one batch padded to its longest sequence. N >= 1: image items in one forward and text items "
+            "in N runs of similar length, each padded to its own longest row; same loss and gradients, fewer padded "
+            "tokens (trainers/bucketing.py; measured in BENCHMARKS.md)."
+        },
+    )
     # ---- TrainingArguments defaults changed for this trainer
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Must stay False: the collator consumes whole records."}
@@ -168,6 +176,8 @@ class UniMEV2TrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if self.length_buckets < 0:
+            raise ValueError(f"length_buckets must be >= 0 (0: no buckets), got {self.length_buckets}")
         super().__post_init__()
         _check_choice("loss_type", self.loss_type, LOSS_TYPES)
         _check_choice("negative_selection", self.negative_selection, NEGATIVE_SELECTIONS)

@@ -114,12 +114,19 @@ def test_saved_model_loads_with_automodel_in_a_new_process(tiny_run: tuple[Path,
     assert all(abs(norm - 1) < 1e-4 for norm in result["norms"])
 
 
-@pytest.mark.parametrize("loss_type", ["symmetric_kl", "infonce"])
-def test_two_processes_follow_the_single_process_loss_curve(loss_type: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("loss_type", "length_buckets"), [("symmetric_kl", "0"), ("infonce", "0"), ("symmetric_kl", "2")]
+)
+def test_two_processes_follow_the_single_process_loss_curve(
+    loss_type: str, length_buckets: str, tmp_path: Path
+) -> None:
     """Same global batch (8 = 1 x 8 = 2 x 4), same seed: the first 5 logged losses agree. For InfoNCE this needs
-    the cross-process gather of in-batch candidates with gradients for the local shard."""
+    the cross-process gather of in-batch candidates with gradients for the local shard; with length buckets, DDP
+    sees several forward calls of the model before one backward (the two processes run bucketed, the reference
+    padded)."""
     overrides = [*SHORT, "--max_steps", "5", "--save_strategy", "no", "--loss_type", loss_type]
     one = start(train_command(tmp_path / "one", *overrides, "--per_device_train_batch_size", "8"), cwd=tmp_path)
+    overrides += ["--length_buckets", length_buckets]
     two = start(
         train_command(tmp_path / "two", *overrides, "--per_device_train_batch_size", "4", processes=2), tmp_path
     )
@@ -128,6 +135,19 @@ def test_two_processes_follow_the_single_process_loss_curve(loss_type: str, tmp_
     assert len(one) == len(two) == 5
     assert len(set(one)) == 5  # the weights move: later losses depend on earlier gradients
     for a, b in zip(one, two):
+        assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_length_buckets_follow_the_padded_loss_curve(tmp_path: Path) -> None:
+    """``--length_buckets 2`` (image items in one forward, text items in two length runs) trains the same model as
+    the one padded batch: the first 5 logged losses agree, so the option only changes the padding computed."""
+    overrides = [*SHORT, "--max_steps", "5", "--save_strategy", "no", "--per_device_train_batch_size", "8"]
+    padded = start(train_command(tmp_path / "padded", *overrides), cwd=tmp_path)
+    bucketed = start(train_command(tmp_path / "bucketed", *overrides, "--length_buckets", "2"), cwd=tmp_path)
+    finish(padded), finish(bucketed)
+    padded, bucketed = logged_losses(tmp_path / "padded"), logged_losses(tmp_path / "bucketed")
+    assert len(padded) == len(bucketed) == 5 and len(set(padded)) == 5
+    for a, b in zip(padded, bucketed):
         assert b == pytest.approx(a, rel=1e-4)
 
 

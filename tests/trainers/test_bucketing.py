@@ -114,3 +114,18 @@ def test_text_buckets_must_be_positive(tiny_qwen2_vl_dir: Path) -> None:
     model = UniMEV2Model.from_backbone(str(tiny_qwen2_vl_dir), dtype=torch.float32)
     with pytest.raises(ValueError, match="text_buckets must be >= 1"):
         LengthBucketProcessor(model.processor, 0)
+    with pytest.raises(ValueError, match="length_buckets must be >= 0"):
+        UniMEV2TrainingArguments(output_dir="unused", length_buckets=-1)
+
+
+def test_collator_length_buckets_setting_wraps_the_processor(tiny_qwen2_vl_dir: Path) -> None:
+    """``UniMEV2Collator(processor, length_buckets=n)`` (what ``examples/train.py`` builds from the training
+    argument) gives the batch of the explicit wrapper; 0 keeps the one padded batch."""
+    model = UniMEV2Model.from_backbone(str(tiny_qwen2_vl_dir), dtype=torch.float32)
+    wrapped = UniMEV2Collator(LengthBucketProcessor(model.processor, 2))(records())
+    setting = UniMEV2Collator(model.processor, length_buckets=2)(records())
+    assert [b["input_ids"].tolist() for b in setting["buckets"]] == [
+        b["input_ids"].tolist() for b in wrapped["buckets"]
+    ]
+    assert [r.tolist() for r in setting["bucket_rows"]] == [r.tolist() for r in wrapped["bucket_rows"]]
+    assert "buckets" not in UniMEV2Collator(model.processor, length_buckets=0)(records())
