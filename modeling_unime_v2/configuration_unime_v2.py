@@ -68,8 +68,9 @@ class UniMEV2Config(PretrainedConfig):
             training ``image_resize`` and pixel budget). See :func:`eval_image_resize`.
         query_instruction, candidate_instruction (`str`): the instructions :meth:`UniMEV2Model.encode_query` and
             :meth:`UniMEV2Model.encode_document` put before an input when called without ``instruction=``, in
-            MMEB's layout ``<|image_1|>\n{instruction} {text}\n`` (docs/using_the_model.md). ``""`` (default): no
-            instruction; MMEB's text candidates are bare and an image alone gets ``Represent the given image.``.
+            MMEB's layout ``<|image_1|>\n{instruction} {text}\n`` (docs/architecture.md, "Using the model").
+            ``""`` (default): no instruction; MMEB's text candidates are bare and an image alone gets ``Represent
+            the given image.``.
             :meth:`UniMEV2Model.encode` never reads them: MMEB items carry their instruction inside the text.
     """
 

@@ -279,8 +279,8 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
     def encode_query(self, inputs: Any, instruction: str | None = None, **kwargs: Any) -> Any:
         """Embed queries in the sentence-transformers manner: texts (``str``), images (PIL image or
         ``pathlib.Path``) or items, each with ``instruction`` in MMEB's layout (default: ``config.query_instruction``;
-        ``""`` for none; docs/using_the_model.md). One input (not in a list) gives one vector. Keyword arguments
-        are :meth:`encode`'s (``batch_size``, ``convert_to_numpy``, ``normalize_embeddings``, …).
+        ``""`` for none; docs/architecture.md, "Using the model"). One input (not in a list) gives one vector.
+        Keyword arguments are :meth:`encode`'s (``batch_size``, ``convert_to_numpy``, ``normalize_embeddings``, …).
         """
         return self._encode_inputs(inputs, instruction, "query_items", kwargs)
 

@@ -86,8 +86,8 @@ def as_item(value: Any, index: int) -> dict[str, Any]:
 
 
 def with_instruction(item: Mapping[str, Any], instruction: str) -> dict[str, Any]:
-    """``item`` with ``instruction`` in MMEB's layout (docs/using_the_model.md): ``<|image_1|>\n{instruction}
-    {text}\n``, the marker only when the item has an image and the text's own markers removed.
+    """``item`` with ``instruction`` in MMEB's layout ``<|image_1|>\n{instruction} {text}\n``: the marker only
+    when the item has an image, the text's own markers removed (docs/architecture.md, "Using the model").
 
     Without instruction a text-only item is left as it is (MMEB's text candidates are bare) and an image without
     text gets MMEB's ``Represent the given image.``.
