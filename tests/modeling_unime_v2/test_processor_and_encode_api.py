@@ -24,21 +24,6 @@ ATOL = 1e-5
 FORMATS = ("official", "chat")
 
 
-def _image(color: tuple[int, int, int], size: tuple[int, int]) -> Image.Image:
-    image = Image.new("RGB", size, color)
-    image.paste((255 - color[0], 255 - color[1], 255 - color[2]), (8, 8, 30, 40))
-    return image
-
-
-@pytest.fixture(scope="module")
-def image_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("api_images")
-    files = {"red": root / "red.png", "blue": root / "blue.png"}
-    _image((220, 30, 30), (64, 64)).save(files["red"])
-    _image((20, 40, 230), (96, 64)).save(files["blue"])
-    return files
-
-
 def _mmeb_items(files: dict[str, Path]) -> list[dict]:
     """Text, image alone, MMEB image+instruction, and a WebQA-style marker without image (text_image_token_mask)."""
     return [
