@@ -114,6 +114,17 @@ class UniMEV2TrainingArguments(TrainingArguments):
             "| checkpoint (the training image_resize / pixel budget). Saved in the model config."
         },
     )
+    query_instruction: str = field(
+        default="",
+        metadata={
+            "help": "Saved in the model config: the instruction encode_query puts before a query when called "
+            "without one (MMEB layout, docs/architecture.md). Training never reads it: records carry their own."
+        },
+    )
+    candidate_instruction: str = field(
+        default="",
+        metadata={"help": "Saved in the model config: encode_document's default instruction (see query_instruction)."},
+    )
     min_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, lower bound."})
     max_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, upper bound."})
     backbone_dtype: str = field(
