@@ -13,6 +13,10 @@ An item whose text has a marker but no image (MMEB-train's WebQA queries) gets, 
 the marker, with no pixels: what the authors' code fed the released checkpoints. The backbone processor would
 expand that token with another item's image, so those items are tokenized by the tokenizer alone and merged into
 the batch; ``text_image_token_mask`` marks their image-token positions, which :class:`UniMEV2Model` embeds as text.
+
+:class:`UniMEV2Processor` is a ``ProcessorMixin`` saved with an ``AutoProcessor`` ``auto_map``; its formatting
+settings live in the model's config. :func:`with_instruction` writes an instruction into an input in MMEB's layout
+for ``encode_query`` / ``encode_document`` (docs/architecture.md, "Using the model").
 """
 
 from __future__ import annotations
