@@ -116,14 +116,11 @@ class UniMEV2TrainingArguments(TrainingArguments):
     )
     query_instruction: str = field(
         default="",
-        metadata={
-            "help": "Saved in the model config: the instruction encode_query puts before a query when called "
-            "without one (MMEB layout, docs/architecture.md). Training never reads it: records carry their own."
-        },
+        metadata={"help": "Saved in the model config: encode_query's default instruction (docs/architecture.md)."},
     )
     candidate_instruction: str = field(
         default="",
-        metadata={"help": "Saved in the model config: encode_document's default instruction (see query_instruction)."},
+        metadata={"help": "Saved in the model config: encode_document's default instruction. Training reads neither."},
     )
     min_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, lower bound."})
     max_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, upper bound."})
