@@ -381,7 +381,7 @@ def wrap_embedder(vlm: torch.nn.Module, folder: Path, image_size: int) -> UniMEV
         model = UniMEV2Model(config)
     model.backbone = vlm.model
     model.config._attn_implementation_internal = vlm.config._attn_implementation
-    model.processor = UniMEV2Processor(AutoProcessor.from_pretrained(folder), config)
+    model.processor = UniMEV2Processor.from_backbone_processor(AutoProcessor.from_pretrained(folder), config)
     return model
 
 
@@ -514,7 +514,7 @@ def processor_for(processor: UniMEV2Processor, image_size: int) -> UniMEV2Proces
     """A copy of the embedder's processor that resizes images to ``image_size``² (pixel budget to match)."""
     config = copy.deepcopy(processor.config)
     config.image_resize, config.max_pixels = image_size, image_size**2
-    return UniMEV2Processor(copy.deepcopy(processor.backbone_processor), config)
+    return UniMEV2Processor.from_backbone_processor(copy.deepcopy(processor.backbone_processor), config)
 
 
 def lora_model(model: UniMEV2Model, args: UniMEV2TrainingArguments) -> torch.nn.Module:

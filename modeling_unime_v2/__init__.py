@@ -15,7 +15,7 @@ from .modeling_unime_v2 import (
     official_position_ids,
 )
 from .modeling_unime_v2_reranker import RerankResult, UniMEV2Reranker, parse_answer
-from .processing_unime_v2 import UniMEV2Processor, load_item_image
+from .processing_unime_v2 import UniMEV2Processor, as_item, load_item_image, with_instruction
 from .prompting_unime_v2 import (
     JUDGE_PROMPT,
     JUDGE_TEMPLATE,
@@ -56,5 +56,7 @@ __all__ = [
     "cosine_similarity",
     "last_token_indices",
     "load_item_image",
+    "as_item",
+    "with_instruction",
     "official_position_ids",
 ]

@@ -66,8 +66,12 @@ class UniMEV2Config(PretrainedConfig):
         eval_resolution (`str`, *optional*): the image size used when evaluating: ``"high"`` (1344², what the
             authors evaluated every checkpoint with; the default), ``"low"`` (336²) or ``"checkpoint"`` (the
             training ``image_resize`` and pixel budget). See :func:`eval_image_resize`.
-        query_instruction, candidate_instruction (`str`): defaults prepended by :meth:`UniMEV2Model.encode` callers
-            that pass bare texts (MMEB items carry their instruction inside the text).
+        query_instruction, candidate_instruction (`str`): the instructions :meth:`UniMEV2Model.encode_query` and
+            :meth:`UniMEV2Model.encode_document` put before an input when called without ``instruction=``, in
+            MMEB's layout ``<|image_1|>\n{instruction} {text}\n`` (docs/architecture.md, "Using the model").
+            ``""`` (default): no instruction; MMEB's text candidates are bare and an image alone gets ``Represent
+            the given image.``.
+            :meth:`UniMEV2Model.encode` never reads them: MMEB items carry their instruction inside the text.
     """
 
     model_type = "unime_v2"

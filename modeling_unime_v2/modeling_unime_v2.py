@@ -10,6 +10,7 @@ The backbone is the upstream transformers *base* model (``Qwen2VLModel``, ``Qwen
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, SUPPORTED_BACKBONES, UniMEV2Config
 from .processing_unime_v2 import UniMEV2Processor
+from .processing_unime_v2 import hub_kwargs as _hub_kwargs
 
 
 logger = logging.get_logger(__name__)
@@ -119,7 +121,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         model.backbone = vlm.model
         model.config._attn_implementation_internal = vlm.config._attn_implementation
         model.processor = UniMEV2Processor.from_pretrained(
-            processor_name_or_path or name_or_path, config, **_hub_kwargs(kwargs)
+            processor_name_or_path or name_or_path, config=config, **_hub_kwargs(kwargs)
         )
         return model.to(vlm.dtype).eval()
 
@@ -129,7 +131,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         try:
             model.processor = UniMEV2Processor.from_pretrained(
-                pretrained_model_name_or_path, model.config, **_hub_kwargs(kwargs)
+                pretrained_model_name_or_path, config=model.config, **_hub_kwargs(kwargs)
             )
         except (OSError, ValueError) as error:
             logger.warning(
@@ -155,6 +157,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         image_sizes: torch.LongTensor | None = None,
         batch_num_images: torch.LongTensor | None = None,
         text_image_token_mask: torch.BoolTensor | None = None,
+        normalize: bool | None = None,
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> UniMEV2Output:
@@ -169,6 +172,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
             image_sizes, batch_num_images: LLaVA-OneVision image inputs.
             text_image_token_mask: image-token positions that are plain text (an image marker without image, see
                 :class:`UniMEV2Processor`): embedded as the token itself, never filled with image features.
+            normalize: L2-normalise the embeddings; ``None`` follows ``config.normalize``.
         """
         backbone_inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.config.uses_mrope:
@@ -190,7 +194,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         hidden = self.backbone(**backbone_inputs, use_cache=False).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         pooled = hidden[rows, last_token_indices(attention_mask).to(hidden.device)].float()
-        if self.config.normalize:
+        if self.config.normalize if normalize is None else normalize:
             pooled = F.normalize(pooled, dim=-1)
         return UniMEV2Output(embeddings=pooled, last_hidden_state=hidden if output_hidden_states else None)
 
@@ -237,10 +241,16 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         items: Sequence[Mapping[str, Any]],
         batch_size: int = 16,
         show_progress_bar: bool = False,
-    ) -> torch.Tensor:
-        """Embed items (``{"text": str | None, "image": PIL | path | None}``) → float tensor ``(n, d)`` on CPU.
+        convert_to_numpy: bool = False,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool | None = None,
+    ) -> Any:
+        """Embed MMEB items (``{"text": str | None, "image": PIL | path | None}``, the instruction inside the text)
+        → float tensor ``(n, d)`` on CPU: the exact MMEB path, each item as it is.
 
-        Errors name the offending item by its index in ``items``.
+        ``convert_to_numpy`` returns a numpy array instead (``convert_to_tensor`` wins when both are set, as in
+        sentence-transformers); ``normalize_embeddings`` overrides ``config.normalize`` (L2 norm);
+        ``show_progress_bar`` counts items. Errors name the offending item by its index in ``items``.
         """
         if self.processor is None:
             raise ValueError("this model has no processor attached; load it with from_pretrained/from_backbone")
@@ -248,7 +258,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         was_training = self.training
         self.eval()
-        chunks = []
+        chunks = [torch.empty(0, self.config.hidden_size)]
         bar = logging.tqdm(total=len(items), desc="encode", unit="item", disable=not show_progress_bar)
         for start in range(0, len(items), batch_size):
             batch_items = items[start : start + batch_size]
@@ -259,17 +269,41 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
             batch = batch.to(self.device)
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-            chunks.append(self(**batch).embeddings.cpu())
+            chunks.append(self(**batch, normalize=normalize_embeddings).embeddings.cpu())
             bar.update(len(batch_items))
         bar.close()
         self.train(was_training)
-        if not chunks:
-            return torch.empty(0, self.config.hidden_size)
-        return torch.cat(chunks)
+        embeddings = torch.cat(chunks)
+        return embeddings.numpy() if convert_to_numpy and not convert_to_tensor else embeddings
 
-    def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity matrix between query and candidate embeddings."""
-        return cosine_similarity(queries, candidates)
+    def encode_query(self, inputs: Any, instruction: str | None = None, **kwargs: Any) -> Any:
+        """Embed queries in the sentence-transformers manner: texts (``str``), images (PIL image or
+        ``pathlib.Path``) or items, each with ``instruction`` in MMEB's layout (default: ``config.query_instruction``;
+        ``""`` for none; docs/architecture.md, "Using the model"). One input (not in a list) gives one vector.
+        Keyword arguments are :meth:`encode`'s (``batch_size``, ``convert_to_numpy``, ``normalize_embeddings``, …).
+        """
+        return self._encode_inputs(inputs, instruction, "query_items", kwargs)
+
+    def encode_document(self, inputs: Any, instruction: str | None = None, **kwargs: Any) -> Any:
+        """Embed documents (candidates) like :meth:`encode_query`, the default instruction being
+        ``config.candidate_instruction``."""
+        return self._encode_inputs(inputs, instruction, "document_items", kwargs)
+
+    def _encode_inputs(self, inputs: Any, instruction: str | None, kind: str, kwargs: dict[str, Any]) -> Any:
+        if self.processor is None:
+            raise ValueError("this model has no processor attached; load it with from_pretrained/from_backbone")
+        single = isinstance(inputs, (str, Mapping, os.PathLike)) or hasattr(inputs, "convert")
+        items = getattr(self.processor, kind)([inputs] if single else list(inputs), instruction)
+        embeddings = self.encode(items, **kwargs)
+        return embeddings[0] if single else embeddings
+
+    def similarity(self, queries: Any, candidates: Any) -> Any:
+        """Cosine similarity matrix between query and candidate embeddings, given as tensors or numpy arrays
+        (what :meth:`encode` returns either way): a tensor when either input is one, else a numpy array."""
+        scores = cosine_similarity(torch.as_tensor(queries), torch.as_tensor(candidates))
+        if isinstance(queries, torch.Tensor) or isinstance(candidates, torch.Tensor):
+            return scores
+        return scores.numpy()
 
 
 def _shift_item_index(message: str, offset: int) -> str:
@@ -281,11 +315,6 @@ def _shift_item_index(message: str, offset: int) -> str:
         except (IndexError, ValueError):
             return message
     return message
-
-
-def _hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
-    return {key: kwargs[key] for key in keys if key in kwargs}
 
 
 def pop_config_fields(config_class: type, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,10 @@ An item whose text has a marker but no image (MMEB-train's WebQA queries) gets, 
 the marker, with no pixels: what the authors' code fed the released checkpoints. The backbone processor would
 expand that token with another item's image, so those items are tokenized by the tokenizer alone and merged into
 the batch; ``text_image_token_mask`` marks their image-token positions, which :class:`UniMEV2Model` embeds as text.
+
+:class:`UniMEV2Processor` is a ``ProcessorMixin`` saved with an ``AutoProcessor`` ``auto_map``; its formatting
+settings live in the model's config. :func:`with_instruction` writes an instruction into an input in MMEB's layout
+for ``encode_query`` / ``encode_document`` (docs/architecture.md, "Using the model").
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import AutoProcessor, BatchFeature
+import transformers
+from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 from transformers.image_utils import load_image
 
-from .configuration_unime_v2 import IMAGE_MARKER, IMAGE_MARKER_PATTERN, UniMEV2Config
+from .configuration_unime_v2 import IMAGE_MARKER, IMAGE_MARKER_PATTERN, UniMEV2Config, strip_image_markers
+
+
+IMAGE_ONLY_TEXT = "Represent the given image."
+"""MMEB's text for an image that comes with no instruction and no text (its image targets' text)."""
 
 
 def _image_token(backbone_processor: Any) -> str:
@@ -65,37 +74,184 @@ def load_item_image(image: Any, index: int) -> Any:
     raise TypeError(f"item {index}: image must be a PIL image, a path or None, got {type(image).__name__}")
 
 
-class UniMEV2Processor:
-    """Formats items in the configured prompt format and runs the backbone's own processor on them.
+def as_item(value: Any, index: int) -> dict[str, Any]:
+    """One input of ``encode_query`` / ``encode_document`` as an item: a ``str`` is a text, a PIL image or a
+    ``pathlib.Path`` an image, a mapping an item (its ``text`` and ``image``); anything else is refused, naming it."""
+    if isinstance(value, Mapping):
+        return {"text": value.get("text"), "image": value.get("image")}
+    if isinstance(value, str):
+        return {"text": value, "image": None}
+    if isinstance(value, os.PathLike) or hasattr(value, "convert"):
+        return {"text": None, "image": value}
+    raise TypeError(
+        f"item {index}: expected a text (str), an image (PIL image or pathlib.Path) or a mapping with 'text' and "
+        f"'image', got {type(value).__name__}"
+    )
 
-    It holds the backbone processor (``Qwen2VLProcessor``, ``LlavaOnevisionProcessor``, …), which is what is saved
-    next to the model; the formatting settings live in :class:`UniMEV2Config`, so they travel with the weights.
+
+def with_instruction(item: Mapping[str, Any], instruction: str) -> dict[str, Any]:
+    """``item`` with ``instruction`` in MMEB's layout ``<|image_1|>\n{instruction} {text}\n``: the marker only
+    when the item has an image, the text's own markers removed (docs/architecture.md, "Using the model").
+
+    Without instruction a text-only item is left as it is (MMEB's text candidates are bare) and an image without
+    text gets MMEB's ``Represent the given image.``.
+    """
+    image = item.get("image")
+    text = item.get("text") or ""
+    if not instruction and image is None:
+        return {"text": text, "image": None}
+    body = strip_image_markers(text)
+    if instruction:
+        body = f"{instruction} {body}" if body else instruction
+    elif not body:
+        body = IMAGE_ONLY_TEXT
+    return {"text": f"{IMAGE_MARKER}\n{body}\n" if image is not None else f"{body}\n", "image": image}
+
+
+def hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``from_pretrained`` keyword arguments that locate files (revision, token, cache, subfolder)."""
+    keys = ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code", "subfolder")
+    return {key: kwargs[key] for key in keys if key in kwargs}
+
+
+def _saved_config(path: str, kwargs: Mapping[str, Any]) -> UniMEV2Config:
+    """The :class:`UniMEV2Config` saved at ``path``; a clear error when ``path`` is not a saved UniME-V2 model."""
+    found = hub_kwargs(kwargs)
+    found.pop("trust_remote_code", None)
+    config_dict, _ = UniMEV2Config.get_config_dict(path, **found)
+    if config_dict.get("model_type") != UniMEV2Config.model_type:
+        raise ValueError(
+            f"{path}: config.json has model_type {config_dict.get('model_type')!r}, not a saved UniME-V2 embedder; "
+            "the processor reads its formatting settings from that config (pass config= to bind another one)"
+        )
+    return UniMEV2Config.from_dict(config_dict)
+
+
+class UniMEV2Processor(ProcessorMixin):
+    """Formats MMEB items in the configured prompt format and runs the backbone's own processor on them.
+
+    A ``ProcessorMixin`` registered for ``AutoProcessor``: ``save_pretrained`` writes the backbone's tokenizer,
+    image and video processors and chat template, plus ``processor_config.json`` with ``processor_class``,
+    ``auto_map`` and the backbone processor's class and settings (``Qwen2VLProcessor``,
+    ``LlavaOnevisionProcessor``, …), so that ``AutoProcessor.from_pretrained(folder, trust_remote_code=True)``
+    returns this class. The formatting settings (``prompt_format``, ``marker_without_image``, ``image_resize``,
+    pixel budget, ``padding_side``, ``max_length``) are not stored here: they have one home, the model's
+    :class:`UniMEV2Config` (``config.json`` of the same folder), which :meth:`from_pretrained` reads and
+    :meth:`bind` attaches; a model and its processor share the same config object.
+
+    ``processor(items)`` returns exactly the batch :meth:`UniMEV2Model.encode` embeds, so
+    ``model(**processor(items)).embeddings`` equals ``model.encode(items)``.
     """
 
-    def __init__(self, backbone_processor: Any, config: UniMEV2Config):
-        self.backbone_processor = backbone_processor
-        self.config = config
-        self.image_token = _image_token(backbone_processor)
-        if config.uses_mrope:
-            set_pixel_budget(backbone_processor, config.min_pixels, config.max_pixels)
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        video_processor: Any = None,
+        chat_template: str | None = None,
+        backbone_processor_class: str = "Qwen2VLProcessor",
+        backbone_processor_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template)
+        backbone_class = getattr(transformers, backbone_processor_class, None)
+        if not (isinstance(backbone_class, type) and issubclass(backbone_class, ProcessorMixin)):
+            raise ValueError(f"backbone_processor_class={backbone_processor_class!r} is not a transformers processor")
+        self.backbone_processor_class = backbone_processor_class
+        self.backbone_processor_kwargs = dict(backbone_processor_kwargs or {})
+        self.backbone_processor = backbone_class(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=video_processor,
+            chat_template=chat_template,
+            **self.backbone_processor_kwargs,
+        )
+        self.image_token = _image_token(self.backbone_processor)
+        self.config: UniMEV2Config | None = None
 
     @classmethod
-    def from_pretrained(cls, path: str, config: UniMEV2Config, **kwargs: Any) -> UniMEV2Processor:
-        """Load the backbone processor saved at ``path`` (a folder or Hub id) and bind it to ``config``."""
-        return cls(AutoProcessor.from_pretrained(path, **kwargs), config)
+    def from_backbone_processor(cls, backbone_processor: Any, config: UniMEV2Config) -> UniMEV2Processor:
+        """Wrap a backbone's processor (``AutoProcessor`` of a VLM checkpoint) and bind it to ``config``."""
+        parts = backbone_processor.get_attributes()
+        if sorted(parts) != ["image_processor", "tokenizer", "video_processor"]:
+            raise ValueError(
+                f"{type(backbone_processor).__name__} has parts {parts}; UniME-V2 wraps processors made of an "
+                "image processor, a tokenizer and a video processor (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision)"
+            )
+        settings = backbone_processor.to_dict()
+        for key in (*parts, "processor_class", "auto_map", "chat_template"):
+            settings.pop(key, None)
+        processor = cls(
+            backbone_processor.image_processor,
+            backbone_processor.tokenizer,
+            backbone_processor.video_processor,
+            chat_template=backbone_processor.chat_template,
+            backbone_processor_class=type(backbone_processor).__name__,
+            backbone_processor_kwargs=settings,
+        )
+        return processor.bind(config)
 
-    def save_pretrained(self, path: str, **kwargs: Any) -> None:
-        """Save the backbone processor (tokenizer, image/video processors, chat template) to ``path``."""
-        self.backbone_processor.save_pretrained(path, **kwargs)
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str, config: UniMEV2Config | None = None, **kwargs: Any
+    ) -> UniMEV2Processor:
+        """Load the processor saved at ``pretrained_model_name_or_path`` (a folder or Hub id) and bind it.
 
-    @property
-    def tokenizer(self) -> Any:
-        return self.backbone_processor.tokenizer
+        ``config`` defaults to the :class:`UniMEV2Config` saved in the same place (what ``AutoProcessor`` uses). A
+        folder whose processor is a plain backbone processor (a VLM checkpoint, or a model saved before this class
+        was a ``ProcessorMixin``) is wrapped with :meth:`from_backbone_processor`.
+        """
+        path = pretrained_model_name_or_path
+        if config is None:
+            config = _saved_config(path, kwargs)
+        try:
+            saved, _ = cls.get_processor_dict(path, **hub_kwargs(kwargs))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("processor_class") == cls.__name__:
+            return super().from_pretrained(path, **kwargs).bind(config)
+        return cls.from_backbone_processor(AutoProcessor.from_pretrained(path, **kwargs), config)
+
+    def bind(self, config: UniMEV2Config) -> UniMEV2Processor:
+        """Read the formatting settings from ``config`` from now on; applies its Qwen-VL pixel budget."""
+        self.config = config
+        if config.uses_mrope:
+            set_pixel_budget(self.backbone_processor, config.min_pixels, config.max_pixels)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved ``processor_config.json``: sub-processors and backbone settings, never the bound config."""
+        hidden = {key: self.__dict__.pop(key) for key in ("backbone_processor", "config") if key in self.__dict__}
+        try:
+            return super().to_dict()
+        finally:
+            self.__dict__.update(hidden)
+
+    def query_items(self, inputs: Sequence[Any], instruction: str | None = None) -> list[dict[str, Any]]:
+        """Items for queries: each input (text, image or item) with ``instruction`` (default: the config's
+        ``query_instruction``) in MMEB's layout, see :func:`with_instruction`."""
+        if instruction is None:
+            instruction = self._bound_config().query_instruction
+        return [with_instruction(as_item(value, index), instruction) for index, value in enumerate(inputs)]
+
+    def document_items(self, inputs: Sequence[Any], instruction: str | None = None) -> list[dict[str, Any]]:
+        """Items for documents (candidates), like :meth:`query_items` with the config's ``candidate_instruction``."""
+        if instruction is None:
+            instruction = self._bound_config().candidate_instruction
+        return self.query_items(inputs, instruction)
+
+    def _bound_config(self) -> UniMEV2Config:
+        if self.config is None:
+            raise ValueError(
+                "this UniMEV2Processor has no UniMEV2Config bound; load it with from_pretrained(model_folder) "
+                "or call bind(model.config)"
+            )
+        return self.config
 
     def format_text(self, text: str, has_image: bool, index: int = 0) -> str:
         """The exact string given to the backbone processor for one item."""
+        config = self._bound_config()
         markers = IMAGE_MARKER_PATTERN.findall(text)
-        as_text = not has_image and bool(markers) and self.config.marker_without_image == "image_token"
+        as_text = not has_image and bool(markers) and config.marker_without_image == "image_token"
         if len(markers) > int(has_image) and not as_text:
             hint = " (marker_without_image='error')" if not has_image else ""
             raise ValueError(
@@ -104,7 +260,7 @@ class UniMEV2Processor:
             )
         if as_text:
             text = IMAGE_MARKER_PATTERN.sub(self.image_token, text)
-        if self.config.prompt_format == "official" and self.config.uses_mrope:
+        if config.prompt_format == "official" and config.uses_mrope:
             if has_image and not markers:
                 text = f"{IMAGE_MARKER}\n{text}"
             return IMAGE_MARKER_PATTERN.sub(self.image_token, text)
@@ -157,6 +313,7 @@ class UniMEV2Processor:
 
     def prepare(self, items: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[Any]]:
         """Validate items, open their images and format their texts; errors name the item index."""
+        self._bound_config()
         texts, images = [], []
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
@@ -178,7 +335,7 @@ class UniMEV2Processor:
             raise ValueError("no items to process")
         texts, images = self.prepare(items)
         rows = [i for i, text in enumerate(texts) if self.image_token in text and items[i].get("image") is None]
-        tokenizer = self.backbone_processor.tokenizer
+        tokenizer = self.tokenizer
         tokenizer.padding_side = self.config.padding_side
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": return_tensors}
         if self.config.max_length:
@@ -186,3 +343,6 @@ class UniMEV2Processor:
         if rows:
             return self._with_text_image_tokens(texts, images, rows, kwargs)
         return self.backbone_processor(text=texts, images=images or None, **kwargs)
+
+
+UniMEV2Processor.register_for_auto_class("AutoProcessor")

@@ -73,6 +73,8 @@ def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Mo
         max_pixels=args.max_pixels,
         marker_without_image=args.marker_without_image,
         eval_resolution=args.eval_resolution,
+        query_instruction=args.query_instruction,
+        candidate_instruction=args.candidate_instruction,
         tau=args.tau,
         dtype=getattr(torch, args.torch_dtype_name),
     )

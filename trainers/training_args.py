@@ -114,6 +114,14 @@ class UniMEV2TrainingArguments(TrainingArguments):
             "| checkpoint (the training image_resize / pixel budget). Saved in the model config."
         },
     )
+    query_instruction: str = field(
+        default="",
+        metadata={"help": "Saved in the model config: encode_query's default instruction (docs/architecture.md)."},
+    )
+    candidate_instruction: str = field(
+        default="",
+        metadata={"help": "Saved in the model config: encode_document's default instruction. Training reads neither."},
+    )
     min_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, lower bound."})
     max_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, upper bound."})
     backbone_dtype: str = field(

@@ -22,21 +22,6 @@ from unime_v2.modeling_unime_v2 import UniMEV2Config, UniMEV2Model
 ATOL = 1e-5
 
 
-def _image(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> Image.Image:
-    image = Image.new("RGB", size, color)
-    image.paste((255 - color[0], 255 - color[1], 255 - color[2]), (8, 8, 30, 40))
-    return image
-
-
-@pytest.fixture(scope="module")
-def image_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("images")
-    files = {"red": root / "red.png", "blue": root / "blue.png"}
-    _image((220, 30, 30)).save(files["red"])
-    _image((20, 40, 230), (96, 64)).save(files["blue"])
-    return files
-
-
 def _items(files: dict[str, Path]) -> list[dict]:
     """Text only, image only, image+text (MMEB style), and a second image of another size."""
     return [

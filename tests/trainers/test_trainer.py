@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, TrainerCallback
+from transformers import AutoModel, AutoProcessor, TrainerCallback
 
 from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mined_dataset
 from unime_v2.trainers import (
@@ -200,3 +200,23 @@ def test_arguments_refuse_unknown_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="negative_selection='hardest'"):
         training_args(tmp_path, negative_selection="hardest")
     assert training_args(tmp_path).remove_unused_columns is False
+
+
+def test_final_save_carries_the_instructions_and_an_auto_processor(
+    tiny_qwen2_vl_dir: Path, records: TrainingRecords, tmp_path: Path
+) -> None:
+    """The recipe's instructions land in config.json (encode_query reads them), and the saved processor is the
+    UniMEV2Processor that AutoProcessor returns, giving encode's embeddings through forward."""
+    instruction = "Find me an everyday image that matches the given caption:"
+    args = training_args(tmp_path / "run", query_instruction=instruction, candidate_instruction="Represent it:")
+    make_trainer(tiny_qwen2_vl_dir, args, records).save_model()
+    merged = AutoModel.from_pretrained(args.output_dir, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(args.output_dir, trust_remote_code=True)
+    assert type(processor).__name__ == "UniMEV2Processor"
+    assert (merged.config.query_instruction, merged.config.candidate_instruction) == (instruction, "Represent it:")
+    by_hand = [{"text": f"{instruction} a red cross\n", "image": None}]
+    torch.testing.assert_close(merged.encode_query(["a red cross"]), merged.encode(by_hand))
+    items = [records[0]["query"], records[0]["positive"], records[1]["negatives"][0]]
+    with torch.no_grad():
+        forward = merged(**processor(items)).embeddings
+    torch.testing.assert_close(forward, merged.encode(items), atol=1e-5, rtol=0)
