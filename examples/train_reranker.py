@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> str:
         list_weight=args.list_weight,
         candidate_lm_weight=args.candidate_lm_weight,
         num_list_negatives=args.num_list_negatives,
+        num_pair_negatives=args.num_pair_negatives,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_state()  # trainer_state.json: the logged pair and list losses

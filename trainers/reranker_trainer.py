@@ -111,6 +111,7 @@ class RerankerCollator:
             tokens in "Yes" rows (targets of the optional candidate LM loss).
         listwise: build the listwise row of each training record (off: records give their two pairs only).
         num_list_negatives: x, the top negatives by judge score in a listwise row (authors: 5).
+        num_pair_negatives: "No" pairs per record, the hardest negatives by judge score (paper: 1).
         listwise_prompt: the listwise instruction.
         seed: seeds the positive's position in listwise rows.
     """
@@ -123,9 +124,12 @@ class RerankerCollator:
         num_list_negatives: int = 5,
         listwise_prompt: str = RERANK_LIST_PROMPT,
         seed: int = 0,
+        num_pair_negatives: int = 1,
     ):
-        if num_list_negatives < 1:
-            raise ValueError(f"num_list_negatives must be >= 1, got {num_list_negatives}")
+        for name, value in (("num_list_negatives", num_list_negatives), ("num_pair_negatives", num_pair_negatives)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.num_pair_negatives = num_pair_negatives
         self.scorer = scorer
         self.candidate_lm = candidate_lm
         self.listwise = listwise
@@ -187,7 +191,8 @@ class RerankerCollator:
         return batch
 
     def record_rows(self, record: Mapping[str, Any], index: int) -> tuple[list[dict[str, Any]], dict | None]:
-        """A training record's (positive → Yes, hardest negative → No) pairs and its listwise row (or ``None``)."""
+        """A training record's pairs (positive → Yes; its ``num_pair_negatives`` hardest negatives by judge score →
+        No) and its listwise row (or ``None``)."""
         negatives = list(record.get("negatives") or [])
         scores = list(record.get("scores") or [])
         if not negatives:
@@ -201,11 +206,9 @@ class RerankerCollator:
         positive = prepare_item(record["positive"], f"record {index} positive")
         negatives = [prepare_item(n, f"record {index} negative {j}") for j, n in enumerate(negatives)]
         candidates, position = listwise_candidates(positive, negatives, scores[1:], self.num_list_negatives, self.rng)
-        hardest = candidates[1] if position == 0 else candidates[0]
-        pairs = [
-            {"query": query, "candidate": positive, "label": 1},
-            {"query": query, "candidate": hardest, "label": 0},
-        ]
+        hardest = sorted(range(len(negatives)), key=lambda j: -float(scores[1 + j]))[: self.num_pair_negatives]
+        pairs = [{"query": query, "candidate": positive, "label": 1}]
+        pairs += [{"query": query, "candidate": negatives[j], "label": 0} for j in hardest]
         if not self.listwise:
             return pairs, None
         return pairs, self.listwise_row(query, candidates, position)
@@ -431,6 +434,7 @@ class UniMEV2RerankerTrainer(Trainer):
         pair_weight, list_weight: weights of the two terms (paper: 1 and 1; ``list_weight=0`` is pairwise only).
         candidate_lm_weight: weight of the optional candidate LM term (module docstring; 0 = the paper's loss).
         num_list_negatives: x, the negatives of a listwise row (default collator only).
+        num_pair_negatives: "No" pairs per record (default collator only; paper: 1).
         *args, **kwargs: those of ``Trainer``.
     """
 
@@ -441,6 +445,7 @@ class UniMEV2RerankerTrainer(Trainer):
         list_weight: float = 1.0,
         candidate_lm_weight: float = 0.0,
         num_list_negatives: int = 5,
+        num_pair_negatives: int = 1,
         **kwargs: Any,
     ):
         for name, value in (("pair_weight", pair_weight), ("list_weight", list_weight)):
@@ -461,6 +466,7 @@ class UniMEV2RerankerTrainer(Trainer):
                 candidate_lm=self.candidate_lm_weight > 0,
                 listwise=self.list_weight > 0,
                 num_list_negatives=num_list_negatives,
+                num_pair_negatives=num_pair_negatives,
                 seed=getattr(kwargs.get("args"), "seed", 0),
             )
         from unime_v2.data_builders.formats.judge_pairs import check_pair_dataset

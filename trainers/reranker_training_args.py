@@ -29,6 +29,9 @@ class UniMEV2RerankerTrainingArguments(TrainingArguments):
     pair_weight: float = field(default=1.0, metadata={"help": "Weight of L_pair (paper: 1)."})
     list_weight: float = field(default=1.0, metadata={"help": "Weight of L_list (paper: 1; 0: pairwise only)."})
     num_list_negatives: int = field(default=5, metadata={"help": "x: top negatives by judge score per listwise row."})
+    num_pair_negatives: int = field(
+        default=1, metadata={"help": "'No' pairs per record: the hardest negatives by judge score (paper: 1)."}
+    )
     candidate_lm_weight: float = field(
         default=0.0, metadata={"help": "Auxiliary LM loss on the positive's text (not the paper's; tiny models)."}
     )
@@ -165,6 +168,7 @@ def save_reranker(
         "backbone": data_args.backbone,
         "training data": data_args.train_data,
         "listwise negatives (x)": args.num_list_negatives,
+        "pairwise negatives per record": args.num_pair_negatives,
         "loss weights (pair, list)": f"{args.pair_weight}, {args.list_weight}",
         "LoRA (r, alpha, dropout)": f"{args.lora_r}, {args.lora_alpha}, {args.lora_dropout}"
         if args.use_lora
