@@ -1,0 +1,302 @@
+"""Publishing: staged repository folders load like the Hub ones, cards carry the artifact's numbers, one commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, load_dataset
+from huggingface_hub import DatasetCard, HfApi, ModelCard, RepoUrl
+from PIL import Image
+
+from unime_v2.data_builders.formats.mined import MINED_FEATURES, make_mined_row
+from unime_v2.data_builders.mining.pipeline import MiningResult
+from unime_v2.data_builders.mining.report import write_report
+from unime_v2.hub_cards import (
+    TRAINING_RECORD,
+    push_artifact,
+    stage_dataset,
+    stage_model,
+    training_record,
+    write_model_card,
+)
+from unime_v2.modeling_unime_v2 import UniMEV2Model
+
+
+ITEMS_CODE = """
+from PIL import Image
+image = Image.new("RGB", (40, 32), (200, 30, 30))
+items = [{"text": "a red square", "image": None}, {"text": "<|image_1|>\\nRepresent the given image.", "image": image}]
+"""
+
+
+def _items() -> list[dict]:
+    scope: dict = {}
+    exec(ITEMS_CODE, scope)
+    return scope["items"]
+
+
+def _mined_dataset(rows: int = 5) -> Dataset:
+    image = Image.new("RGB", (8, 8), (0, 128, 255))
+    return Dataset.from_list(
+        [
+            make_mined_row(
+                query_text=f"q{i}",
+                query_image=image if i % 2 else None,
+                pos_text=f"p{i}",
+                pos_score=0.9 - i / 100,
+                neg_texts=[f"n{i}-{j}" for j in range(10)],
+                neg_scores=[0.1 * (j % 3) for j in range(10)],
+                neg_similarities=[0.5 - j / 100 for j in range(10)],
+                source="A",
+                query_id=f"A-{i}",
+            )
+            for i in range(rows)
+        ],
+        features=MINED_FEATURES,
+    )
+
+
+@pytest.fixture(scope="module")
+def mined_dir(tmp_path_factory, mining_report) -> Path:
+    """``mine``'s output layout: ``dataset/`` (save_to_disk) and ``report.json`` next to it."""
+    out = tmp_path_factory.mktemp("mined")
+    _mined_dataset().save_to_disk(str(out / "dataset"))
+    write_report(mining_report, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def embedder_dir(tiny_qwen2_vl_dir, mined_dir, tmp_path_factory) -> Path:
+    """A saved embedder with the training record a trainer writes, and an adapter in adapter/."""
+    out = tmp_path_factory.mktemp("embedder")
+    UniMEV2Model.from_backbone(str(tiny_qwen2_vl_dir)).save_pretrained(out)
+    (out / "adapter").mkdir()
+    (out / "adapter" / "adapter_config.json").write_text("{}")
+    (out / "trainer_state.json").write_text("{}")
+    record = training_record({"loss": "symmetric_kl", "LoRA": "r=8"}, str(mined_dir / "dataset"), base_model="Qwen/x")
+    write_model_card(out, "embedder", "me/tiny", record)
+    return out
+
+
+@pytest.fixture(scope="module")
+def results_json(embedder_dir, tmp_path_factory) -> Path:
+    """A real evaluation of the tiny embedder on mini-MMEB (examples/evaluate.py's package call)."""
+    from unime_v2.data_builders.recipes import RecipeParser
+    from unime_v2.trainers.evaluation.run import EvaluationArguments, run_evaluation
+
+    out = tmp_path_factory.mktemp("eval")
+    argv = ["--model", str(embedder_dir), "--output_dir", str(out), "--no_cache", "true", "--data", "mini_mmeb"]
+    argv += ["--mini_mmeb_test_per_task", "2", "--mini_mmeb_num_candidates", "4", "--show_progress_bar", "false"]
+    argv += ["--suite", "mmeb", "--mini_mmeb_config", '{"tasks": ["MiniImageNet-cls", "MiniCOCO-i2t"]}']
+    (args,) = RecipeParser((EvaluationArguments,)).parse(argv)
+    run_evaluation(args)
+    return out / "results.json"
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _shadowed_python(code: str, cwd: Path) -> str:
+    """Run ``code`` in a fresh interpreter where ``import unime_v2`` fails (a shadowing package comes first)."""
+    shadow = cwd / "shadow" / "unime_v2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('unime_v2 is not installed here')\n")
+    prelude = f"import sys\nsys.path.insert(0, {str(shadow.parent)!r})\n"
+    check = "try:\n    import unime_v2\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('not shadowed')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + check + textwrap.dedent(code)],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+# ------------------------------------------------------------------------------------------------ embedder
+def test_staged_embedder_loads_without_the_package_and_embeds_like_the_source(embedder_dir, tmp_path):
+    staged = stage_model(embedder_dir, tmp_path / "staged", "me/unime-v2-tiny")
+    assert "README.md" in staged.files and "model.safetensors" in staged.files and TRAINING_RECORD in staged.files
+    assert "adapter/adapter_config.json" in staged.files and "adapter_config.json" not in staged.files
+    assert "trainer_state.json" not in staged.files
+    assert {"modeling_unime_v2.py", "configuration_unime_v2.py", "processor_config.json"} <= set(staged.files)
+    copy = shutil.copytree(staged.folder, tmp_path / "elsewhere" / "repo")
+    code = (
+        ITEMS_CODE
+        + f"""
+import numpy as np
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(copy)!r}, trust_remote_code=True)
+assert "unime_v2" not in sys.modules
+np.save("embeddings.npy", model.encode(items).float().numpy())
+"""
+    )
+    _shadowed_python(code, tmp_path / "elsewhere")
+    expected = UniMEV2Model.from_pretrained(str(embedder_dir)).encode(_items())
+    loaded = torch.from_numpy(np.load(tmp_path / "elsewhere" / "embeddings.npy"))
+    torch.testing.assert_close(loaded, expected.float(), atol=1e-5, rtol=1e-4)
+
+
+def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
+    staged = stage_model(embedder_dir, tmp_path / "staged", "someone/unime-v2-tiny")
+    text = (staged.folder / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert '"someone/unime-v2-tiny"' in snippet
+    local = snippet.replace('"someone/unime-v2-tiny"', repr(str(staged.folder)))
+    output = _shadowed_python(local, tmp_path)
+    expected_shape = "tensor([["  # one query x one candidate similarity matrix
+    assert output.startswith(expected_shape) and output.count("[") == 2, output
+
+
+def test_card_carries_the_training_record_mining_report_and_evaluation(
+    embedder_dir, results_json, mining_report, tmp_path
+):
+    staged = stage_model(embedder_dir, tmp_path / "staged", "me/unime-v2-tiny", eval_results=results_json)
+    card = ModelCard.load(staged.folder / "README.md")
+    results = json.loads(results_json.read_text())
+    mmeb = results["suites"]["mmeb"]
+    expected = {(name, round(100 * d["precision_at_1"], 2)) for name, d in mmeb["per_dataset"].items()}
+    expected.add(("overall", round(100 * mmeb["metrics"]["precision_at_1"], 2)))
+    got = {(e.dataset_config, e.metric_value) for e in card.data.eval_results}
+    assert got == expected and len(expected) == 3
+    assert card.data.to_dict()["model-index"][0]["name"] == "unime-v2-tiny"
+    assert card.data.base_model == "Qwen/x" and card.data.library_name == "transformers"
+    settings = mining_report["settings"]
+    for key in ("delta", "beta", "top_k", "seed", "judge"):
+        assert f"| {key} | {settings[key]} |" in card.text, key
+    for key, value in mining_report["counts"].items():
+        assert f"| count: {key} | {value} |" in card.text, key
+    assert "| loss | symmetric_kl |" in card.text and "| transformers |" in card.text
+    assert "eprint={2510.13515}" in card.text
+
+
+def test_a_card_from_a_bad_results_file_names_it(embedder_dir, tmp_path):
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({"model": "x"}))
+    with pytest.raises(ValueError, match="not an evaluation results.json"):
+        stage_model(embedder_dir, tmp_path / "staged", "me/x", eval_results=bad)
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+def test_staged_dataset_loads_with_load_dataset_and_equals_the_source(mined_dir, mining_report, tmp_path):
+    staged = stage_dataset(mined_dir, tmp_path / "staged", "me/mined", num_shards=2)
+    assert [f for f in staged.files if f.startswith("data/")] == [
+        "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet",
+    ]
+    assert {"mining/report.json", "mining/report.md", "README.md"} <= set(staged.files)
+    card = DatasetCard.load(staged.folder / "README.md")
+    assert card.data.to_dict()["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}
+    ]
+    assert card.data.to_dict()["unime_v2_mining"]["delta"] == mining_report["settings"]["delta"]
+    copy = shutil.copytree(staged.folder, tmp_path / "copy")
+    loaded = load_dataset(str(copy), split="train", cache_dir=str(tmp_path / "hf_cache"))
+    source = _mined_dataset()
+    assert loaded.features == source.features
+    for got, want in zip(loaded, source, strict=True):
+        for key, value in want.items():
+            if key == "query_image" and value is not None:
+                assert np.array_equal(np.asarray(got[key]), np.asarray(value))
+            else:
+                assert got[key] == value, key
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+class RecordingHub:
+    """A local stand-in for the Hub: records create_repo and each commit's operations (no network)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.repos: list[dict] = []
+        self.commits: list[dict] = []
+        hub = self
+
+        def create_repo(self, repo_id, **kwargs):
+            hub.repos.append({"repo_id": repo_id, **kwargs})
+            return RepoUrl(
+                f"https://huggingface.co/{'datasets/' if kwargs.get('repo_type') == 'dataset' else ''}{repo_id}"
+            )
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
+            hub.commits.append({"repo_id": repo_id, "files": files, **kwargs})
+
+        def refuse(self, *args, **kwargs):
+            raise AssertionError("only create_repo + one create_commit may reach the Hub")
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "create_commit", create_commit)
+        for name in ("upload_file", "upload_folder"):
+            monkeypatch.setattr(HfApi, name, refuse)
+
+
+def test_push_makes_one_commit_with_the_staged_files(embedder_dir, tmp_path, monkeypatch):
+    hub = RecordingHub(monkeypatch)
+    dry = push_artifact("embedder", embedder_dir, "me/tiny", dry_run=tmp_path / "dry")
+    assert not hub.repos and not hub.commits  # --dry_run stops after staging
+    push_artifact("embedder", embedder_dir, "me/tiny", private=True)
+    assert hub.repos == [{"repo_id": "me/tiny", "repo_type": "model", "private": True, "exist_ok": True}]
+    (commit,) = hub.commits
+    assert sorted(commit["files"]) == dry.files and "adapter_config.json" not in commit["files"]
+    assert commit["files"]["model.safetensors"] == (embedder_dir / "model.safetensors").read_bytes()
+
+
+def test_mining_push_is_one_commit(mined_dir, mining_report, monkeypatch):
+    hub = RecordingHub(monkeypatch)
+    result = MiningResult(dataset=_mined_dataset(), report=mining_report, output_dir=mined_dir)
+    result.push_to_hub("someone/mined", private=True)
+    assert hub.repos == [{"repo_id": "someone/mined", "repo_type": "dataset", "private": True, "exist_ok": True}]
+    (commit,) = hub.commits
+    assert commit["repo_type"] == "dataset"
+    assert sorted(commit["files"]) == [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "mining/report.json",
+        "mining/report.md",
+    ]
+    assert "Qwen/Qwen2.5-VL-7B-Instruct" in commit["files"]["README.md"].decode()
+    assert json.loads(commit["files"]["mining/report.json"])["counts"]["fallbacks"] == 3
+
+
+def test_bad_inputs_fail_before_anything_is_uploaded(
+    tiny_qwen2_vl_dir, embedder_dir, mined_dir, mining_report, tmp_path, monkeypatch
+):
+    hub = RecordingHub(monkeypatch)
+    with pytest.raises(ValueError, match="no config.json"):
+        push_artifact("embedder", mined_dir, "me/x")
+    with pytest.raises(ValueError, match="model_type='qwen2_vl'"):
+        push_artifact("embedder", tiny_qwen2_vl_dir, "me/x")
+    with pytest.raises(ValueError, match="model_type='unime_v2'"):
+        push_artifact("reranker", embedder_dir, "me/x")
+    with_adapter = shutil.copytree(embedder_dir, tmp_path / "with_adapter")
+    (with_adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="adapter files at the root"):
+        push_artifact("embedder", with_adapter, "me/x")
+    with pytest.raises(ValueError, match="invalid Hub repo id"):
+        push_artifact("embedder", embedder_dir, "me/bad id!")
+    unscored = tmp_path / "unscored"
+    _mined_dataset().remove_columns(["pos_score"]).save_to_disk(str(unscored / "dataset"))
+    write_report(mining_report, unscored)
+    with pytest.raises(ValueError, match=r"no judge scores \(missing columns \['pos_score'\]\)"):
+        push_artifact("dataset", unscored, "me/x")
+    with pytest.raises(ValueError, match="not a saved dataset"):
+        push_artifact("dataset", embedder_dir, "me/x")
+    no_report = tmp_path / "no_report"
+    _mined_dataset().save_to_disk(str(no_report))
+    with pytest.raises(ValueError, match="no mining report.json"):
+        push_artifact("dataset", no_report, "me/x")
+    assert not hub.repos and not hub.commits
