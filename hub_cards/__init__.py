@@ -16,8 +16,10 @@ from .model_card import (
 )
 from .publishing import (
     ARTIFACTS,
+    PushArguments,
     StagedRepo,
     check_repo_id,
+    push,
     push_artifact,
     stage_artifact,
     stage_dataset,
@@ -30,6 +32,7 @@ from .publishing import (
 __all__ = [
     "ARTIFACTS",
     "CITATION",
+    "PushArguments",
     "TRAINING_RECORD",
     "StagedRepo",
     "build_embedder_card",
@@ -43,6 +46,7 @@ __all__ = [
     "markdown_rows",
     "markdown_table",
     "mining_summary",
+    "push",
     "push_artifact",
     "stage_artifact",
     "stage_dataset",

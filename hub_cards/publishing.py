@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +288,43 @@ def push_artifact(
     with tempfile.TemporaryDirectory(prefix="unime_v2_push_") as tmp:
         staged = stage_artifact(artifact, path, Path(tmp) / "repo", repo_id, eval_results)
         return upload_staged(staged, repo_id, private=private, token=token, commit_message=commit_message)
+
+
+@dataclass
+class PushArguments:
+    """What ``examples/push_to_hub.py`` publishes, where, and whether it only stages."""
+
+    artifact: str = field(default=None, metadata={"help": f"What DIR holds: one of {ARTIFACTS}."})
+    path: str = field(
+        default=None,
+        metadata={"help": "A saved embedder / reranker folder (save_pretrained, e.g. a training run's output_dir) or "
+                  "a mined dataset (mine's output folder, or its dataset/ save_to_disk folder)."},
+    )  # fmt: skip
+    repo_id: str = field(default=None, metadata={"help": "The Hub repository, owner/name (created if missing)."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+    dry_run: str | None = field(
+        default=None, metadata={"help": "Stage the repository folder into this (new or empty) folder and stop."}
+    )
+    eval_results: str | None = field(
+        default=None,
+        metadata={"help": "Models: an evaluation results.json (examples/evaluate.py) or its folder, for model-index."},
+    )
+    commit_message: str = field(default="Upload with unime-v2", metadata={"help": "The message of the one commit."})
+
+    def __post_init__(self) -> None:
+        missing = [name for name in ("artifact", "path", "repo_id") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"--{' --'.join(missing)} required (see --help)")
+
+
+def push(args: PushArguments) -> StagedRepo | Any:
+    """``examples/push_to_hub.py``: :func:`push_artifact` with the script's arguments."""
+    return push_artifact(
+        args.artifact,
+        args.path,
+        args.repo_id,
+        private=args.private or None,
+        dry_run=args.dry_run,
+        eval_results=args.eval_results,
+        commit_message=args.commit_message,
+    )

@@ -56,6 +56,8 @@ from unime_v2.modeling_unime_v2.modeling_unime_v2_reranker import UniMEV2Reranke
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT, RERANK_LIST_PROMPT, Piece
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
+from .hub_push import HubMixin
+
 
 IGNORE_INDEX = -100
 
@@ -418,7 +420,7 @@ def reranker_losses(
     }
 
 
-class UniMEV2RerankerTrainer(Trainer):
+class UniMEV2RerankerTrainer(HubMixin, Trainer):
     """``Trainer`` for ``L = L_pair + L_list`` (see the module docstring), with both terms logged separately.
 
     The training set is training records (listwise + pairwise) or judge pairs (pairwise only: the tiny judge).
@@ -431,6 +433,11 @@ class UniMEV2RerankerTrainer(Trainer):
         pair_weight, list_weight: weights of the two terms (paper: 1 and 1; ``list_weight=0`` is pairwise only).
         candidate_lm_weight: weight of the optional candidate LM term (module docstring; 0 = the paper's loss).
         num_list_negatives: x, the negatives of a listwise row (default collator only).
+        backbone, train_data: what the model card names as the starting checkpoint and the training data
+            (default: the backbone's ``_name_or_path``, the training set's ``name``).
+
+    The final ``save_model()`` writes the merged reranker (adapter in ``adapter/``) and its card; ``push_to_hub``
+    uploads them in one commit (:class:`~unime_v2.trainers.hub_push.HubMixin`).
         *args, **kwargs: those of ``Trainer``.
     """
 
@@ -441,6 +448,8 @@ class UniMEV2RerankerTrainer(Trainer):
         list_weight: float = 1.0,
         candidate_lm_weight: float = 0.0,
         num_list_negatives: int = 5,
+        backbone: str | None = None,
+        train_data: str | None = None,
         **kwargs: Any,
     ):
         for name, value in (("pair_weight", pair_weight), ("list_weight", list_weight)):
@@ -449,6 +458,7 @@ class UniMEV2RerankerTrainer(Trainer):
         if candidate_lm_weight < 0:
             raise ValueError(f"candidate_lm_weight must be >= 0, got {candidate_lm_weight}")
         self.pair_weight, self.list_weight = float(pair_weight), float(list_weight)
+        self.num_list_negatives, self.backbone, self.train_data = num_list_negatives, backbone, train_data
         self.candidate_lm_weight = float(candidate_lm_weight)
         processor = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None:
@@ -506,3 +516,31 @@ class UniMEV2RerankerTrainer(Trainer):
                 logs[name] = round(sum(values) / len(values), 4)
             self._terms = {}
         super().log(logs, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- the card
+    hub_artifact = "reranker"
+
+    def card_train_data(self) -> str | None:
+        return self.train_data or getattr(self.train_dataset, "name", None)
+
+    def card_settings(self) -> dict[str, Any]:
+        """The training settings the reranker's model card records (the paper's names in docs/method.md)."""
+        args = self.args
+        model = self.accelerator.unwrap_model(self.model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        last = {
+            key: entry[key] for entry in self.state.log_history for key in ("pair_loss", "list_loss") if key in entry
+        }
+        lora = getattr(args, "use_lora", False)
+        return {
+            "backbone": self.backbone or getattr(base.config.backbone_config, "_name_or_path", None),
+            "training data": self.card_train_data(),
+            "listwise negatives (x)": self.num_list_negatives,
+            "loss weights (pair, list)": f"{self.pair_weight}, {self.list_weight}",
+            "LoRA (r, alpha, dropout)": f"{args.lora_r}, {args.lora_alpha}, {args.lora_dropout}" if lora else "off",
+            "vision tower": "frozen" if getattr(args, "freeze_vision_tower", True) else "trained",
+            "learning rate, schedule": f"{args.learning_rate}, {args.lr_scheduler_type}",
+            "steps": self.state.global_step,
+            "seed": args.seed,
+            **{f"final {key}": value for key, value in last.items()},
+        }

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_dataset
-from huggingface_hub import DatasetCard, HfApi, ModelCard, RepoUrl
+from huggingface_hub import DatasetCard, ModelCard
 from PIL import Image
 
 from unime_v2.data_builders.formats.mined import MINED_FEATURES, make_mined_row
@@ -217,35 +217,8 @@ def test_staged_dataset_loads_with_load_dataset_and_equals_the_source(mined_dir,
 
 
 # ------------------------------------------------------------------------------------------------ uploads
-class RecordingHub:
-    """A local stand-in for the Hub: records create_repo and each commit's operations (no network)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.repos: list[dict] = []
-        self.commits: list[dict] = []
-        hub = self
-
-        def create_repo(self, repo_id, **kwargs):
-            hub.repos.append({"repo_id": repo_id, **kwargs})
-            return RepoUrl(
-                f"https://huggingface.co/{'datasets/' if kwargs.get('repo_type') == 'dataset' else ''}{repo_id}"
-            )
-
-        def create_commit(self, repo_id, operations, **kwargs):
-            files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
-            hub.commits.append({"repo_id": repo_id, "files": files, **kwargs})
-
-        def refuse(self, *args, **kwargs):
-            raise AssertionError("only create_repo + one create_commit may reach the Hub")
-
-        monkeypatch.setattr(HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(HfApi, "create_commit", create_commit)
-        for name in ("upload_file", "upload_folder"):
-            monkeypatch.setattr(HfApi, name, refuse)
-
-
-def test_push_makes_one_commit_with_the_staged_files(embedder_dir, tmp_path, monkeypatch):
-    hub = RecordingHub(monkeypatch)
+def test_push_makes_one_commit_with_the_staged_files(embedder_dir, tmp_path, recording_hub):
+    hub = recording_hub
     dry = push_artifact("embedder", embedder_dir, "me/tiny", dry_run=tmp_path / "dry")
     assert not hub.repos and not hub.commits  # --dry_run stops after staging
     push_artifact("embedder", embedder_dir, "me/tiny", private=True)
@@ -255,8 +228,8 @@ def test_push_makes_one_commit_with_the_staged_files(embedder_dir, tmp_path, mon
     assert commit["files"]["model.safetensors"] == (embedder_dir / "model.safetensors").read_bytes()
 
 
-def test_mining_push_is_one_commit(mined_dir, mining_report, monkeypatch):
-    hub = RecordingHub(monkeypatch)
+def test_mining_push_is_one_commit(mined_dir, mining_report, recording_hub):
+    hub = recording_hub
     result = MiningResult(dataset=_mined_dataset(), report=mining_report, output_dir=mined_dir)
     result.push_to_hub("someone/mined", private=True)
     assert hub.repos == [{"repo_id": "someone/mined", "repo_type": "dataset", "private": True, "exist_ok": True}]
@@ -273,9 +246,9 @@ def test_mining_push_is_one_commit(mined_dir, mining_report, monkeypatch):
 
 
 def test_bad_inputs_fail_before_anything_is_uploaded(
-    tiny_qwen2_vl_dir, embedder_dir, mined_dir, mining_report, tmp_path, monkeypatch
+    tiny_qwen2_vl_dir, embedder_dir, mined_dir, mining_report, tmp_path, recording_hub
 ):
-    hub = RecordingHub(monkeypatch)
+    hub = recording_hub
     with pytest.raises(ValueError, match="no config.json"):
         push_artifact("embedder", mined_dir, "me/x")
     with pytest.raises(ValueError, match="model_type='qwen2_vl'"):
