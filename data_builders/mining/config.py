@@ -117,7 +117,7 @@ class MiningConfig:
         None, "Where that JSON's relative image paths point (default image_root, else output_dir/authors_json)."
     )
     progress: bool = _help(True, "Show progress bars.")
-    push_to_hub: str | None = _help(None, "Push the mined dataset with its card to this Hub repo id.")
+    push_to_hub: str | None = _help(None, "Push the mined dataset with its card to this Hub repo id (one commit).")
 
     def __post_init__(self) -> None:
         self.mini_mmeb = _mapping(self.mini_mmeb, "mini_mmeb")
