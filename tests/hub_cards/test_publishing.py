@@ -29,7 +29,7 @@ from unime_v2.hub_cards import (
     training_record,
     write_model_card,
 )
-from unime_v2.modeling_unime_v2 import UniMEV2Model
+from unime_v2.modeling_unime_v2 import UniMEV2Model, UniMEV2Reranker
 
 
 ITEMS_CODE = """
@@ -108,7 +108,14 @@ def _clean_env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _shadowed_python(code: str, cwd: Path) -> str:
+def _card_snippet(readme: Path, repo_id: str, local: Path) -> str:
+    """The card's first Python block, with the repository id replaced by the local folder (nothing else)."""
+    snippet = re.search(r"```python\n(.*?)```", readme.read_text(), re.S).group(1)
+    assert f'"{repo_id}"' in snippet
+    return snippet.replace(f'"{repo_id}"', repr(str(local)))
+
+
+def _shadowed_python(code: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run ``code`` in a fresh interpreter where ``import unime_v2`` fails (a shadowing package comes first)."""
     shadow = cwd / "shadow" / "unime_v2"
     shadow.mkdir(parents=True)
@@ -118,7 +125,7 @@ def _shadowed_python(code: str, cwd: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-c", prelude + check + textwrap.dedent(code)],
         cwd=cwd,
-        env=_clean_env(),
+        env={**_clean_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
@@ -153,13 +160,20 @@ np.save("embeddings.npy", model.encode(items).float().numpy())
 
 def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
     staged = stage_model(embedder_dir, tmp_path / "staged", "someone/unime-v2-tiny")
-    text = (staged.folder / "README.md").read_text()
-    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    assert '"someone/unime-v2-tiny"' in snippet
-    local = snippet.replace('"someone/unime-v2-tiny"', repr(str(staged.folder)))
-    output = _shadowed_python(local, tmp_path)
-    expected_shape = "tensor([["  # one query x one candidate similarity matrix
-    assert output.startswith(expected_shape) and output.count("[") == 2, output
+    output = _shadowed_python(
+        _card_snippet(staged.folder / "README.md", "someone/unime-v2-tiny", staged.folder), tmp_path
+    )
+    assert output.startswith("tensor([[") and output.count("[") == 2, output  # 1 query x 1 candidate
+
+
+def test_reranker_card_usage_snippet_runs_as_written(tiny_backbone_dirs, tmp_path):
+    UniMEV2Reranker.from_backbone(str(tiny_backbone_dirs["qwen2_5_vl"])).save_pretrained(tmp_path / "reranker")
+    staged = stage_model(tmp_path / "reranker", tmp_path / "staged", "someone/rr", "reranker")
+    card = ModelCard.load(staged.folder / "README.md")
+    assert card.data.pipeline_tag == "image-text-to-text" and "reranker" in card.data.tags
+    output = _shadowed_python(_card_snippet(staged.folder / "README.md", "someone/rr", staged.folder), tmp_path)
+    lines = output.strip().splitlines()
+    assert lines[0].startswith("tensor([") and len(lines) == 3, output  # scores, listwise order, pairwise result
 
 
 def test_card_carries_the_training_record_mining_report_and_evaluation(
@@ -205,6 +219,9 @@ def test_staged_dataset_loads_with_load_dataset_and_equals_the_source(mined_dir,
     ]
     assert card.data.to_dict()["unime_v2_mining"]["delta"] == mining_report["settings"]["delta"]
     copy = shutil.copytree(staged.folder, tmp_path / "copy")
+    snippet = _card_snippet(copy / "README.md", "me/mined", copy) + "\nprint(len(mined), mined.column_names)\n"
+    output = _shadowed_python(snippet, tmp_path, {"HF_DATASETS_CACHE": str(tmp_path / "snippet_cache")})
+    assert output.strip() == f"5 {list(MINED_FEATURES)}"
     loaded = load_dataset(str(copy), split="train", cache_dir=str(tmp_path / "hf_cache"))
     source = _mined_dataset()
     assert loaded.features == source.features
