@@ -95,7 +95,10 @@ class HubMixin:
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Per-save pushes are off (module docstring): the merged model is pushed once, by ``push_to_hub``."""
         if not getattr(self, "_checkpoint_push_noted", False):
-            logger.info("push_to_hub: checkpoints are not pushed; the merged model is pushed at the end")
+            strategy = str(getattr(self.args.hub_strategy, "value", self.args.hub_strategy))
+            log = logger.warning if strategy in ("checkpoint", "all_checkpoints") else logger.info
+            log(f"push_to_hub: checkpoints are not pushed (hub_strategy={strategy!r} is not used); the merged model is "
+                "pushed once, by the final save")  # fmt: skip
             self._checkpoint_push_noted = True
 
     def push_to_hub(
