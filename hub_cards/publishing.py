@@ -160,8 +160,9 @@ def write_parquet_shards(dataset: Any, folder: Path, split: str, num_shards: int
     """``data/<split>-0000i-of-0000N.parquet`` as ``Dataset.push_to_hub`` writes them, image bytes embedded."""
     from datasets.table import embed_table_storage
 
-    if num_shards is None:
-        num_shards = max(1, int(dataset.data.nbytes / MAX_SHARD_BYTES) + 1)
+    if num_shards is None:  # Dataset.push_to_hub's estimate: it counts the image files that get embedded
+        estimate = getattr(dataset, "_estimate_nbytes", lambda: dataset.data.nbytes)()
+        num_shards = int(estimate / MAX_SHARD_BYTES) + 1
     (folder / "data").mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(num_shards):

@@ -155,6 +155,10 @@ class MiningConfig:
             raise ValueError(f"MiningConfig.marker_without_image={self.marker_without_image!r}; image_token | error")
         if self.embedder_prompt_format not in ("official", "chat"):
             raise ValueError(f"MiningConfig.embedder_prompt_format={self.embedder_prompt_format!r}")
+        if self.push_to_hub:  # before hours of mining, not after
+            from unime_v2.hub_cards.publishing import check_repo_id
+
+            check_repo_id(self.push_to_hub)
 
     @property
     def resolved_cache_dir(self) -> Path:

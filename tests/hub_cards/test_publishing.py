@@ -19,6 +19,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from PIL import Image
 
 from unime_v2.data_builders.formats.mined import MINED_FEATURES, make_mined_row
+from unime_v2.data_builders.mining import MiningConfig
 from unime_v2.data_builders.mining.pipeline import MiningResult
 from unime_v2.data_builders.mining.report import write_report
 from unime_v2.hub_cards import (
@@ -278,6 +279,8 @@ def test_bad_inputs_fail_before_anything_is_uploaded(
         push_artifact("embedder", with_adapter, "me/x")
     with pytest.raises(ValueError, match="invalid Hub repo id"):
         push_artifact("embedder", embedder_dir, "me/bad id!")
+    with pytest.raises(ValueError, match="invalid Hub repo id 'me/bad id!'"):  # mining fails before it starts
+        MiningConfig(push_to_hub="me/bad id!")
     unscored = tmp_path / "unscored"
     _mined_dataset().remove_columns(["pos_score"]).save_to_disk(str(unscored / "dataset"))
     write_report(mining_report, unscored)
