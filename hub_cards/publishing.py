@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,30 @@ def check_repo_id(repo_id: str) -> str:
     except HFValidationError as error:
         raise ValueError(f"invalid Hub repo id {repo_id!r}: {error}") from error
     return repo_id
+
+
+def _place(source: Path, target: Path, link: bool) -> None:
+    """Copy ``source`` to ``target``, or hard-link it when ``link`` and the filesystem allows (a temporary
+    staging folder for an upload: no second copy of multi-GB weights)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+
+
+@contextmanager
+def upload_workspace(near: str | Path) -> Iterator[Path]:
+    """A temporary folder for staging an upload, on the filesystem of ``near`` when writable (hard links work),
+    removed afterwards."""
+    parent = Path(near).resolve().parent
+    with tempfile.TemporaryDirectory(
+        prefix=".unime_v2_push_", dir=parent if os.access(parent, os.W_OK) else None
+    ) as tmp:
+        yield Path(tmp) / "repo"
 
 
 def _empty_folder(staging: str | Path) -> Path:
@@ -122,11 +150,13 @@ def stage_model(
     repo_id: str,
     artifact: str = "embedder",
     eval_results: str | Path | None = None,
+    link: bool = False,
 ) -> StagedRepo:
     """Copy the saved ``artifact`` in ``path`` into the empty folder ``staging`` and write its card there.
 
     The card comes from the folder itself (config, training record) and, when given, the evaluation
-    ``results.json`` ``eval_results`` (``model-index``).
+    ``results.json`` ``eval_results`` (``model-index``). ``link``: hard-link the files instead of copying them
+    where possible (for a staging folder that only lives until the upload).
     """
     from .eval_results import load_eval_results
 
@@ -136,9 +166,7 @@ def stage_model(
     evals = load_eval_results(eval_results) if eval_results else None
     staging = _empty_folder(staging)
     for file in _model_files(path):
-        target = staging / file.relative_to(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(file, target)
+        _place(file, staging / file.relative_to(path), link)
     write_model_card(staging, artifact, repo_id, evals=evals)
     return StagedRepo(staging, "model")
 
@@ -259,15 +287,17 @@ def stage_artifact(
     repo_id: str,
     eval_results: str | Path | None = None,
     num_shards: int | None = None,
+    link: bool = False,
 ) -> StagedRepo:
-    """Stage ``path`` as the ``artifact`` (embedder, reranker or dataset) repository ``repo_id``."""
+    """Stage ``path`` as the ``artifact`` (embedder, reranker or dataset) repository ``repo_id`` (``link``: see
+    :func:`stage_model`)."""
     if artifact not in ARTIFACTS:
         raise ValueError(f"unknown artifact {artifact!r}; choose one of {ARTIFACTS}")
     if artifact == "dataset":
         if eval_results:
             raise ValueError("eval_results belong to a model card, not to a dataset")
         return stage_dataset(path, staging, repo_id, num_shards)
-    return stage_model(path, staging, repo_id, artifact, eval_results)
+    return stage_model(path, staging, repo_id, artifact, eval_results, link)
 
 
 def push_artifact(
@@ -280,14 +310,12 @@ def push_artifact(
     token: str | None = None,
     commit_message: str = "Upload with unime-v2",
 ) -> StagedRepo | Any:
-    """Stage ``path`` (into ``dry_run``, or a temporary folder) and upload it in one commit; with ``dry_run`` stop
-    after staging and return the :class:`StagedRepo`."""
-    import tempfile
-
+    """Stage ``path`` (into ``dry_run``, or a temporary folder of hard links) and upload it in one commit; with
+    ``dry_run`` stop after staging and return the :class:`StagedRepo`."""
     if dry_run is not None:
         return stage_artifact(artifact, path, dry_run, repo_id, eval_results)
-    with tempfile.TemporaryDirectory(prefix="unime_v2_push_") as tmp:
-        staged = stage_artifact(artifact, path, Path(tmp) / "repo", repo_id, eval_results)
+    with upload_workspace(path) as staging:
+        staged = stage_artifact(artifact, path, staging, repo_id, eval_results, link=True)
         return upload_staged(staged, repo_id, private=private, token=token, commit_message=commit_message)
 
 

@@ -99,7 +99,8 @@ class RecordingHub:
 
         def create_commit(self, repo_id, operations, **kwargs):
             files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
-            hub.commits.append({"repo_id": repo_id, "files": files, **kwargs})
+            inodes = {op.path_in_repo: Path(op.path_or_fileobj).stat().st_ino for op in operations}
+            hub.commits.append({"repo_id": repo_id, "files": files, "inodes": inodes, **kwargs})
             message = kwargs["commit_message"]
             return CommitInfo(f"https://huggingface.co/{repo_id}/commit/{len(hub.commits)}", message, "", "0" * 40)
 

@@ -14,12 +14,17 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unime_v2.hub_cards.publishing import ADAPTER_SUBFOLDER, check_repo_id, stage_model, upload_staged
+from unime_v2.hub_cards.publishing import (
+    ADAPTER_SUBFOLDER,
+    check_repo_id,
+    stage_model,
+    upload_staged,
+    upload_workspace,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -135,8 +140,8 @@ class HubMixin:
         if not self.is_world_process_zero():
             return None
         repo_id = self.hub_repo_id()
-        with tempfile.TemporaryDirectory(prefix="unime_v2_push_") as tmp:
-            staged = stage_model(self.args.output_dir, Path(tmp) / "repo", repo_id, self.hub_artifact, eval_results)
+        with upload_workspace(self.args.output_dir) as staging:
+            staged = stage_model(self.args.output_dir, staging, repo_id, self.hub_artifact, eval_results, link=True)
             return upload_staged(
                 staged,
                 repo_id,

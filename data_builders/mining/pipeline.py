@@ -56,12 +56,10 @@ class MiningResult:
     def push_to_hub(self, repo_id: str, token: str | None = None, private: bool | None = None) -> Any:
         """Push the dataset (parquet shards), its card (settings + report, ``configs:``) and the report files
         (``mining/``) to ``repo_id`` in one commit (docs/publishing.md); returns the ``CommitInfo``."""
-        import tempfile
+        from unime_v2.hub_cards.publishing import stage_mined_dataset, upload_staged, upload_workspace
 
-        from unime_v2.hub_cards.publishing import stage_mined_dataset, upload_staged
-
-        with tempfile.TemporaryDirectory(prefix="unime_v2_push_") as tmp:
-            staged = stage_mined_dataset(self.dataset, self.report, Path(tmp) / "repo", repo_id, self.output_dir)
+        with upload_workspace(self.output_dir / "dataset") as staging:
+            staged = stage_mined_dataset(self.dataset, self.report, staging, repo_id, self.output_dir)
             return upload_staged(staged, repo_id, private=private, token=token, commit_message="Upload mined dataset")
 
 

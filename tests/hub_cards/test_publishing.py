@@ -244,6 +244,9 @@ def test_push_makes_one_commit_with_the_staged_files(embedder_dir, tmp_path, rec
     (commit,) = hub.commits
     assert sorted(commit["files"]) == dry.files and "adapter_config.json" not in commit["files"]
     assert commit["files"]["model.safetensors"] == (embedder_dir / "model.safetensors").read_bytes()
+    # the upload's staging folder hard-links the weights (no second copy) and is gone afterwards
+    assert commit["inodes"]["model.safetensors"] == (embedder_dir / "model.safetensors").stat().st_ino
+    assert not list(embedder_dir.parent.glob(".unime_v2_push_*"))
 
 
 def test_mining_push_is_one_commit(mined_dir, mining_report, recording_hub):
