@@ -155,7 +155,7 @@ def stage_model(
     """Copy the saved ``artifact`` in ``path`` into the empty folder ``staging`` and write its card there.
 
     The card comes from the folder itself (config, training record) and, when given, the evaluation
-    ``results.json`` ``eval_results`` (``model-index``). ``link``: hard-link the files instead of copying them
+    ``results.json`` ``eval_results`` (``model-index``; a reranker's card takes the reranked figures). ``link``: hard-link the files instead of copying them
     where possible (for a staging folder that only lives until the upload).
     """
     from .eval_results import load_eval_results
@@ -163,7 +163,7 @@ def stage_model(
     check_repo_id(repo_id)
     path = Path(path)
     check_model_folder(path, artifact)
-    evals = load_eval_results(eval_results) if eval_results else None
+    evals = load_eval_results(eval_results, reranked=artifact == "reranker") if eval_results else None
     staging = _empty_folder(staging)
     for file in _model_files(path):
         _place(file, staging / file.relative_to(path), link)

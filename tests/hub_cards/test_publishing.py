@@ -89,19 +89,30 @@ def embedder_dir(tiny_qwen2_vl_dir, mined_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def results_json(embedder_dir, tmp_path_factory) -> Path:
-    """A real evaluation of the tiny embedder on mini-MMEB (examples/evaluate.py's package call)."""
+def _evaluate(embedder: Path, out: Path, reranker: Path | None = None) -> Path:
+    """A real evaluation on mini-MMEB (examples/evaluate.py's package call); its results.json."""
     from unime_v2.data_builders.recipes import RecipeParser
     from unime_v2.trainers.evaluation.run import EvaluationArguments, run_evaluation
 
-    out = tmp_path_factory.mktemp("eval")
-    argv = ["--model", str(embedder_dir), "--output_dir", str(out), "--no_cache", "true", "--data", "mini_mmeb"]
+    argv = ["--model", str(embedder), "--output_dir", str(out), "--no_cache", "true", "--data", "mini_mmeb"]
     argv += ["--mini_mmeb_test_per_task", "2", "--mini_mmeb_num_candidates", "4", "--show_progress_bar", "false"]
     argv += ["--suite", "mmeb", "--mini_mmeb_config", '{"tasks": ["MiniImageNet-cls", "MiniCOCO-i2t"]}']
+    argv += ["--reranker", str(reranker), "--mmeb_top_k", "2"] if reranker else []
     (args,) = RecipeParser((EvaluationArguments,)).parse(argv)
     run_evaluation(args)
     return out / "results.json"
+
+
+@pytest.fixture(scope="module")
+def results_json(embedder_dir, tmp_path_factory) -> Path:
+    return _evaluate(embedder_dir, tmp_path_factory.mktemp("eval"))
+
+
+@pytest.fixture(scope="module")
+def reranker_dir(tiny_backbone_dirs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reranker")
+    UniMEV2Reranker.from_backbone(str(tiny_backbone_dirs["qwen2_5_vl"]), dtype=torch.float32).save_pretrained(out)
+    return out
 
 
 def _clean_env() -> dict[str, str]:
@@ -167,9 +178,8 @@ def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
     assert output.startswith("tensor([[") and output.count("[") == 2, output  # 1 query x 1 candidate
 
 
-def test_reranker_card_usage_snippet_runs_as_written(tiny_backbone_dirs, tmp_path):
-    UniMEV2Reranker.from_backbone(str(tiny_backbone_dirs["qwen2_5_vl"])).save_pretrained(tmp_path / "reranker")
-    staged = stage_model(tmp_path / "reranker", tmp_path / "staged", "someone/rr", "reranker")
+def test_reranker_card_usage_snippet_runs_as_written(reranker_dir, tmp_path):
+    staged = stage_model(reranker_dir, tmp_path / "staged", "someone/rr", "reranker")
     card = ModelCard.load(staged.folder / "README.md")
     assert card.data.pipeline_tag == "image-text-to-text" and "reranker" in card.data.tags
     output = _shadowed_python(_card_snippet(staged.folder / "README.md", "someone/rr", staged.folder), tmp_path)
@@ -197,6 +207,19 @@ def test_card_carries_the_training_record_mining_report_and_evaluation(
         assert f"| count: {key} | {value} |" in card.text, key
     assert "| loss | symmetric_kl |" in card.text and "| transformers |" in card.text
     assert "eprint={2510.13515}" in card.text
+
+
+def test_reranker_card_takes_the_reranked_figures(embedder_dir, reranker_dir, results_json, tmp_path):
+    reranked = _evaluate(embedder_dir, tmp_path / "eval", reranker_dir)
+    staged = stage_model(reranker_dir, tmp_path / "staged", "me/rr", "reranker", eval_results=reranked)
+    mmeb = json.loads(reranked.read_text())["suites"]["mmeb"]
+    expected = {(name, round(100 * d["rerank/precision_at_1"], 2)) for name, d in mmeb["per_dataset"].items()}
+    expected.add(("overall", round(100 * mmeb["metrics"]["rerank/precision_at_1"], 2)))
+    card = ModelCard.load(staged.folder / "README.md")
+    assert {(e.dataset_config, e.metric_value) for e in card.data.eval_results} == expected
+    assert all(e.metric_name.endswith("(reranked top-k)") for e in card.data.eval_results)
+    with pytest.raises(ValueError, match="ran without a reranker"):
+        stage_model(reranker_dir, tmp_path / "staged2", "me/rr", "reranker", eval_results=results_json)
 
 
 def test_a_card_from_a_bad_results_file_names_it(embedder_dir, tmp_path):
