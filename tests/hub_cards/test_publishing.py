@@ -154,20 +154,22 @@ def test_staged_embedder_loads_without_the_package_and_embeds_like_the_source(em
     assert "trainer_state.json" not in staged.files
     assert {"modeling_unime_v2.py", "configuration_unime_v2.py", "processor_config.json"} <= set(staged.files)
     copy = shutil.copytree(staged.folder, tmp_path / "elsewhere" / "repo")
-    code = (
-        ITEMS_CODE
-        + f"""
+    script = f"""
 import numpy as np
-from transformers import AutoModel
+import torch
+from transformers import AutoModel, AutoProcessor
 model = AutoModel.from_pretrained({str(copy)!r}, trust_remote_code=True)
-assert "unime_v2" not in sys.modules
-np.save("embeddings.npy", model.encode(items).float().numpy())
+processor = AutoProcessor.from_pretrained({str(copy)!r}, trust_remote_code=True)
+assert "unime_v2" not in sys.modules and type(processor).__name__ == "UniMEV2Processor"
+np.save("encode.npy", model.encode(items).float().numpy())
+with torch.no_grad():
+    np.save("forward.npy", model(**processor(items)).embeddings.float().numpy())
 """
-    )
-    _shadowed_python(code, tmp_path / "elsewhere")
+    _shadowed_python(ITEMS_CODE + script, tmp_path / "elsewhere")
     expected = UniMEV2Model.from_pretrained(str(embedder_dir)).encode(_items())
-    loaded = torch.from_numpy(np.load(tmp_path / "elsewhere" / "embeddings.npy"))
-    torch.testing.assert_close(loaded, expected.float(), atol=1e-5, rtol=1e-4)
+    for route in ("encode", "forward"):  # model.encode, and the AutoProcessor + model(**inputs) route
+        loaded = torch.from_numpy(np.load(tmp_path / "elsewhere" / f"{route}.npy"))
+        torch.testing.assert_close(loaded, expected.float(), atol=1e-5, rtol=1e-4, msg=route)
 
 
 def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
@@ -175,7 +177,8 @@ def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
     output = _shadowed_python(
         _card_snippet(staged.folder / "README.md", "someone/unime-v2-tiny", staged.folder), tmp_path
     )
-    assert output.startswith("tensor([[") and output.count("[") == 2, output  # 1 query x 1 candidate
+    assert output.startswith("tensor([[") and output.count("[") == 2, output  # one query ...
+    assert len(re.findall(r"-?\d+\.\d+", output)) == 2, output  # ... against two documents
 
 
 def test_reranker_card_usage_snippet_runs_as_written(reranker_dir, tmp_path):
