@@ -152,6 +152,8 @@ def build_embedder_card(
         normalize=config.normalize,
         image_resize=config.image_resize or "none (pixel budget only)",
         tau=config.tau,
+        query_instruction=getattr(config, "query_instruction", ""),
+        candidate_instruction=getattr(config, "candidate_instruction", ""),
     )
 
 
