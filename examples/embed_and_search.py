@@ -1,7 +1,7 @@
 """Embed images, texts and image+text items with a UniME-V2 embedder and search them by cosine similarity.
 
     python examples/embed_and_search.py                                   # tiny offline backbone (CPU, seconds)
-    python examples/embed_and_search.py --model TianchengGu/UniME-V2-2B   # a released checkpoint (plain Qwen2-VL)
+    python examples/embed_and_search.py --model TianchengGu/UniME-V2-Qwen2VL-2B   # a released checkpoint (plain Qwen2-VL)
     python examples/embed_and_search.py --model path/to/trained/unime-v2  # a UniME-V2 checkpoint (AutoModel)
 
 A tiny random backbone produces meaningless rankings: it shows the API and the code path, not quality.

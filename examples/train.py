@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary.update(trainer.train(resume_from_checkpoint=checkpoint).metrics)
     if eval_rows is not None:
         summary.update(trainer.evaluate())
-    trainer.save_model()
+    trainer.save_model()  # merged model, adapter/, card; with push_to_hub: one commit (docs/publishing.md)
     trainer.save_state()
     trainer.create_model_card(metrics=summary)
     trainer.save_metrics("all", summary)

@@ -21,7 +21,6 @@ from unime_v2.trainers.reranker_training_args import (
     UniMEV2RerankerTrainingArguments,
     build_reranker,
     reranker_records,
-    save_reranker,
 )
 
 
@@ -43,11 +42,12 @@ def main(argv: list[str] | None = None) -> str:
         candidate_lm_weight=args.candidate_lm_weight,
         num_list_negatives=args.num_list_negatives,
         num_pair_negatives=args.num_pair_negatives,
+        backbone=data_args.backbone,
+        train_data=data_args.train_data,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_state()  # trainer_state.json: the logged pair and list losses
-    if trainer.is_world_process_zero():
-        save_reranker(model, data_args, args, trainer.state.log_history)
+    trainer.save_model()  # merged reranker, adapter/, card; with push_to_hub: one commit (docs/publishing.md)
     return args.output_dir
 
 

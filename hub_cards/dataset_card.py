@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .markdown import markdown_rows
+from .model_card import CITATION, MINING_SETTINGS
 
 
 TEMPLATE = Path(__file__).with_name("mined_dataset_card.md")
@@ -21,11 +22,18 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def build_mined_dataset_card(report: Mapping[str, Any], repo_id: str, pretty_name: str | None = None) -> DatasetCard:
+def build_mined_dataset_card(
+    report: Mapping[str, Any],
+    repo_id: str,
+    pretty_name: str | None = None,
+    splits: Sequence[str] = ("train",),
+) -> DatasetCard:
     """Render the card of a mined dataset from a mining report (``MiningResult.report``).
 
     The card records the embedder, the judge, δ, β, top_k, the number of negatives, the interval, the seed and
-    the report's counts and timings; the same settings go into the YAML metadata under ``unime_v2_mining``.
+    the report's counts and timings; the same settings go into the YAML metadata under ``unime_v2_mining``. Its
+    ``configs:`` point each of ``splits`` at the parquet shards ``data/<split>-*`` (the layout
+    ``Dataset.push_to_hub`` writes), so ``load_dataset(repo_id)`` reads them.
     """
     settings = dict(report["settings"])
     card_data = DatasetCardData(
@@ -34,10 +42,10 @@ def build_mined_dataset_card(report: Mapping[str, Any], repo_id: str, pretty_nam
         task_categories=["feature-extraction"],
         tags=["unime-v2", "hard-negative-mining", "mllm-as-a-judge", "multimodal-embedding"],
         size_categories=_size_category(int(report["counts"].get("queries", 0))),
-        unime_v2_mining={
-            key: settings[key]
-            for key in ("embedder", "judge", "delta", "beta", "top_k", "num_negatives", "interval", "seed", "pool")
-        },
+        unime_v2_mining={key: settings[key] for key in MINING_SETTINGS},
+        configs=[
+            {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]},
+        ],
     )
     return DatasetCard.from_template(
         card_data,
@@ -47,5 +55,6 @@ def build_mined_dataset_card(report: Mapping[str, Any], repo_id: str, pretty_nam
         settings_rows=markdown_rows(settings),
         count_rows=markdown_rows(report["counts"]),
         timing_rows=markdown_rows(report["timings_s"]),
+        citation=CITATION,
         **settings,  # the template reads embedder, judge, judge_dtype, pool, delta, top_k, beta, interval, …
     )

@@ -56,6 +56,8 @@ from unime_v2.modeling_unime_v2.modeling_unime_v2_reranker import UniMEV2Reranke
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT, RERANK_LIST_PROMPT, Piece
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
+from .hub_push import HubMixin
+
 
 IGNORE_INDEX = -100
 
@@ -421,7 +423,7 @@ def reranker_losses(
     }
 
 
-class UniMEV2RerankerTrainer(Trainer):
+class UniMEV2RerankerTrainer(HubMixin, Trainer):
     """``Trainer`` for ``L = L_pair + L_list`` (see the module docstring), with both terms logged separately.
 
     The training set is training records (listwise + pairwise) or judge pairs (pairwise only: the tiny judge).
@@ -435,6 +437,11 @@ class UniMEV2RerankerTrainer(Trainer):
         candidate_lm_weight: weight of the optional candidate LM term (module docstring; 0 = the paper's loss).
         num_list_negatives: x, the negatives of a listwise row (default collator only).
         num_pair_negatives: "No" pairs per record (default collator only; paper: 1).
+        backbone, train_data: what the model card names as the starting checkpoint and the training data
+            (default: the backbone's ``_name_or_path``, the training set's ``name``).
+
+    The final ``save_model()`` writes the merged reranker (adapter in ``adapter/``) and its card; ``push_to_hub``
+    uploads them in one commit (:class:`~unime_v2.trainers.hub_push.HubMixin`).
         *args, **kwargs: those of ``Trainer``.
     """
 
@@ -446,6 +453,8 @@ class UniMEV2RerankerTrainer(Trainer):
         candidate_lm_weight: float = 0.0,
         num_list_negatives: int = 5,
         num_pair_negatives: int = 1,
+        backbone: str | None = None,
+        train_data: str | None = None,
         **kwargs: Any,
     ):
         for name, value in (("pair_weight", pair_weight), ("list_weight", list_weight)):
@@ -454,6 +463,8 @@ class UniMEV2RerankerTrainer(Trainer):
         if candidate_lm_weight < 0:
             raise ValueError(f"candidate_lm_weight must be >= 0, got {candidate_lm_weight}")
         self.pair_weight, self.list_weight = float(pair_weight), float(list_weight)
+        self.num_list_negatives, self.num_pair_negatives = num_list_negatives, num_pair_negatives
+        self.backbone, self.train_data = backbone, train_data
         self.candidate_lm_weight = float(candidate_lm_weight)
         processor = kwargs.get("processing_class")
         if kwargs.get("data_collator") is None:
@@ -512,3 +523,32 @@ class UniMEV2RerankerTrainer(Trainer):
                 logs[name] = round(sum(values) / len(values), 4)
             self._terms = {}
         super().log(logs, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- the card
+    hub_artifact = "reranker"
+
+    def card_train_data(self) -> str | None:
+        return self.train_data or getattr(self.train_dataset, "name", None)
+
+    def card_settings(self) -> dict[str, Any]:
+        """The training settings the reranker's model card records (the paper's names in docs/method.md)."""
+        args = self.args
+        model = self.accelerator.unwrap_model(self.model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        last = {
+            key: entry[key] for entry in self.state.log_history for key in ("pair_loss", "list_loss") if key in entry
+        }
+        lora = getattr(args, "use_lora", False)
+        return {
+            "backbone": self.backbone or getattr(base.config.backbone_config, "_name_or_path", None),
+            "training data": self.card_train_data(),
+            "listwise negatives (x)": self.num_list_negatives,
+            "pairwise negatives per record": self.num_pair_negatives,
+            "loss weights (pair, list)": f"{self.pair_weight}, {self.list_weight}",
+            "LoRA (r, alpha, dropout)": f"{args.lora_r}, {args.lora_alpha}, {args.lora_dropout}" if lora else "off",
+            "vision tower": "frozen" if getattr(args, "freeze_vision_tower", True) else "trained",
+            "learning rate, schedule": f"{args.learning_rate}, {args.lr_scheduler_type}",
+            "steps": self.state.global_step,
+            "seed": args.seed,
+            **{f"final {key}": value for key, value in last.items()},
+        }

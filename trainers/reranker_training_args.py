@@ -150,33 +150,3 @@ def mini_mmeb_rows(data_args: UniMEV2RerankerDataArguments, seed: int) -> Any:
     tasks = [t.strip() for t in data_args.mini_mmeb_tasks.split(",") if t.strip()]
     train, _ = mini_mmeb_splits(seed, data_args.mini_mmeb_per_task, 1, 2, {"tasks": tasks})
     return train
-
-
-def save_reranker(
-    model: torch.nn.Module,
-    data_args: UniMEV2RerankerDataArguments,
-    args: UniMEV2RerankerTrainingArguments,
-    log_history: list[dict[str, Any]],
-) -> None:
-    """Save the trained reranker (LoRA merged) with its processor, remote code and model card to ``output_dir``."""
-    from unime_v2.hub_cards import build_reranker_card
-
-    reranker = model.merge_and_unload() if args.use_lora else model
-    reranker.save_pretrained(args.output_dir)
-    last = {key: entry[key] for entry in log_history for key in ("pair_loss", "list_loss") if key in entry}
-    training = {
-        "backbone": data_args.backbone,
-        "training data": data_args.train_data,
-        "listwise negatives (x)": args.num_list_negatives,
-        "pairwise negatives per record": args.num_pair_negatives,
-        "loss weights (pair, list)": f"{args.pair_weight}, {args.list_weight}",
-        "LoRA (r, alpha, dropout)": f"{args.lora_r}, {args.lora_alpha}, {args.lora_dropout}"
-        if args.use_lora
-        else "off",
-        "vision tower": "frozen" if args.freeze_vision_tower else "trained",
-        "learning rate, schedule": f"{args.learning_rate}, {args.lr_scheduler_type}",
-        "steps / epochs": args.max_steps if args.max_steps > 0 else args.num_train_epochs,
-    }
-    metrics = {f"final {key}": value for key, value in last.items()}
-    card = build_reranker_card(reranker.config, Path(args.output_dir).name, training, metrics or None)
-    card.save(str(Path(args.output_dir) / "README.md"))

@@ -16,9 +16,7 @@ packs them) and computes the loss from those embeddings. There is no GradCache a
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +30,7 @@ from unime_v2.modeling_unime_v2.configuration_unime_v2 import eval_image_resize
 
 from .bucketing import embed_inputs
 from .evaluation.mmeb import mmeb_evaluator
+from .hub_push import HubMixin
 from .losses import (
     candidate_cosines,
     infonce_loss,
@@ -45,7 +44,6 @@ from .training_args import UniMEV2TrainingArguments
 logger = logging.getLogger(__name__)
 
 _VISION_MODULE_KEYS = ("visual", "vision_tower", "multi_modal_projector")
-ADAPTER_SUBFOLDER = "adapter"
 
 
 @contextmanager
@@ -102,8 +100,11 @@ def base_embedder(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-class UniMEV2Trainer(Trainer):
+class UniMEV2Trainer(HubMixin, Trainer):
     """``Trainer`` for the UniME-V2 embedder.
+
+    Saving, the model card and ``push_to_hub`` (one commit, merged model, adapter in ``adapter/``) come from
+    :class:`~unime_v2.trainers.hub_push.HubMixin`.
 
     Use with :class:`~unime_v2.trainers.UniMEV2TrainingArguments`, :class:`~unime_v2.trainers.UniMEV2Collator`
     and ``processing_class=model.processor`` (saved with every checkpoint).
@@ -223,34 +224,6 @@ class UniMEV2Trainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
-    # ----------------------------------------------------------------------------------------------- saving
-    def _merge_on_save(self) -> bool:
-        return self.args.use_lora and self.args.merge_lora_on_save
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Checkpoints: the adapter (LoRA) or the full model, with the processor. Final save with
-        ``merge_lora_on_save``: the adapter in ``output_dir/adapter`` and a merged ``UniMEV2Model`` (weights,
-        config, remote code, processor) in ``output_dir``, which ``AutoModel.from_pretrained(…,
-        trust_remote_code=True)`` loads without peft."""
-        output_dir = output_dir or self.args.output_dir
-        if _internal_call or not self._merge_on_save():
-            super().save_model(output_dir, _internal_call)
-            return
-        super().save_model(os.path.join(output_dir, ADAPTER_SUBFOLDER), _internal_call)
-        if self.args.should_save:
-            self.save_merged_model(output_dir)
-            self.create_model_card()
-        self.accelerator.wait_for_everyone()
-
-    def save_merged_model(self, output_dir: str) -> None:
-        """Merge a copy of the LoRA adapters into the base weights and save it as a plain ``UniMEV2Model``."""
-        peft_model = self.accelerator.unwrap_model(self.model)
-        processor = base_embedder(peft_model).processor
-        merged = copy.deepcopy(peft_model).merge_and_unload()
-        merged.processor = processor
-        merged.save_pretrained(output_dir)
-        logger.info(f"Saved the merged UniME-V2 embedder to {output_dir} (adapter in {ADAPTER_SUBFOLDER}/)")
-
     # ----------------------------------------------------------------------------------------------- the card
     def card_settings(self) -> dict[str, Any]:
         """The training settings a model card records (method, LoRA, optimisation, data)."""
@@ -267,24 +240,7 @@ class UniMEV2Trainer(Trainer):
             "steps": self.state.global_step,
             "seed": args.seed,
         }
-        name = getattr(self.train_dataset, "name", None)
+        name = self.card_train_data()
         if name:
             settings["training data"] = name
         return settings
-
-    def create_model_card(self, metrics: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        """Write ``README.md`` in ``output_dir``: the embedder's card (docs/architecture.md), from its config, the
-        training settings and ``metrics`` (default: the evaluation metrics logged so far). Main process only."""
-        if not self.is_world_process_zero():
-            return
-        from unime_v2.hub_cards.model_card import build_embedder_card
-
-        if metrics is None:
-            metrics = {k: v for entry in self.state.log_history for k, v in entry.items() if k.startswith("eval_")}
-        shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and "eval" in k}
-        config = base_embedder(self.accelerator.unwrap_model(self.model)).config
-        repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        name = getattr(self.train_dataset, "name", None)
-        datasets = [name] if name and "/" in name and not os.path.exists(name) else None
-        card = build_embedder_card(config, repo_id, self.card_settings(), shown or None, datasets)
-        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -4,6 +4,7 @@ from .judge_pairs import JudgePair, JudgePairDataset, build_judge_pairs, judge_t
 from .mined import (
     MINED_FEATURES,
     NUM_STORED_NEGATIVES,
+    from_authors_dataset,
     from_authors_json,
     iter_undecoded_rows,
     make_mined_row,
@@ -20,6 +21,7 @@ __all__ = [
     "NUM_STORED_NEGATIVES",
     "TrainingRecords",
     "build_judge_pairs",
+    "from_authors_dataset",
     "from_authors_json",
     "iter_undecoded_rows",
     "judge_text",

@@ -39,7 +39,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +346,36 @@ def from_authors_json(
     """
     where = os.fspath(json_path)
     records = _load_json_list(json_path)
-    prefix = f"{Path(where).stem}-"
+    return _authors_rows(records, image_root, where, f"{Path(where).stem}-", num_negatives, check_images, source,
+                         show_progress_bar)  # fmt: skip
+
+
+def from_authors_dataset(
+    dataset: datasets.Dataset,
+    image_root: str | os.PathLike,
+    name: str = "authors' JSON",
+    num_negatives: int | None = NUM_STORED_NEGATIVES,
+    check_images: bool = True,
+    source: str | None = None,
+    show_progress_bar: bool = True,
+) -> datasets.Dataset:
+    """The authors' mined JSON as ``datasets.load_dataset("json", data_files=...)`` (or their Hub repository,
+    ``TianchengGu/UniME-V2-Training-Datasets``, with ``data_files=<one judge's file>``) returns it, converted like
+    :func:`from_authors_json`; ``query_id`` is ``"<name stem>-<row index>"``."""
+    return _authors_rows(dataset, image_root, name, f"{Path(name).stem}-", num_negatives, check_images, source,
+                         show_progress_bar)  # fmt: skip
+
+
+def _authors_rows(
+    records: Iterable[Any],
+    image_root: str | os.PathLike,
+    where: str,
+    prefix: str,
+    num_negatives: int | None,
+    check_images: bool,
+    source: str | None,
+    show_progress_bar: bool,
+) -> datasets.Dataset:
     rows = [
         authors_record_to_row(record, index, image_root, where, num_negatives, check_images, prefix, source)
         for index, record in enumerate(tqdm(records, desc="read mined JSON", disable=not show_progress_bar))

@@ -117,7 +117,7 @@ class MiningConfig:
         None, "Where that JSON's relative image paths point (default image_root, else output_dir/authors_json)."
     )
     progress: bool = _help(True, "Show progress bars.")
-    push_to_hub: str | None = _help(None, "Push the mined dataset with its card to this Hub repo id.")
+    push_to_hub: str | None = _help(None, "Push the mined dataset with its card to this Hub repo id (one commit).")
 
     def __post_init__(self) -> None:
         self.mini_mmeb = _mapping(self.mini_mmeb, "mini_mmeb")
@@ -155,6 +155,10 @@ class MiningConfig:
             raise ValueError(f"MiningConfig.marker_without_image={self.marker_without_image!r}; image_token | error")
         if self.embedder_prompt_format not in ("official", "chat"):
             raise ValueError(f"MiningConfig.embedder_prompt_format={self.embedder_prompt_format!r}")
+        if self.push_to_hub:  # before hours of mining, not after
+            from unime_v2.hub_cards.publishing import check_repo_id
+
+            check_repo_id(self.push_to_hub)
 
     @property
     def resolved_cache_dir(self) -> Path:

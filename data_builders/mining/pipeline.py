@@ -53,37 +53,14 @@ class MiningResult:
     report: dict[str, Any]
     output_dir: Path
 
-    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool | None = None) -> None:
-        """Push the dataset with a dataset card (settings + report) and the report files to ``repo_id``.
+    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool | None = None) -> Any:
+        """Push the dataset (parquet shards), its card (settings + report, ``configs:``) and the report files
+        (``mining/``) to ``repo_id`` in one commit (docs/publishing.md); returns the ``CommitInfo``."""
+        from unime_v2.hub_cards.publishing import stage_mined_dataset, upload_staged, upload_workspace
 
-        The card is uploaded first: ``Dataset.push_to_hub`` then adds its ``dataset_info``/``configs`` metadata to
-        that README instead of replacing it.
-        """
-        from huggingface_hub import HfApi
-
-        from unime_v2.hub_cards.dataset_card import build_mined_dataset_card
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        card = build_mined_dataset_card(self.report, repo_id)
-        api.upload_file(
-            path_or_fileobj=str(card).encode("utf-8"),
-            path_in_repo="README.md",
-            repo_id=repo_id,
-            repo_type="dataset",
-            commit_message="Add dataset card",
-        )
-        for name in ("report.json", "report.md", "judge_scores.png"):
-            path = self.output_dir / name
-            if path.exists():
-                api.upload_file(
-                    path_or_fileobj=str(path),
-                    path_in_repo=f"mining/{name}",
-                    repo_id=repo_id,
-                    repo_type="dataset",
-                    commit_message=f"Add mining/{name}",
-                )
-        self.dataset.push_to_hub(repo_id, token=token, private=private)
+        with upload_workspace(self.output_dir / "dataset") as staging:
+            staged = stage_mined_dataset(self.dataset, self.report, staging, repo_id, self.output_dir)
+            return upload_staged(staged, repo_id, private=private, token=token, commit_message="Upload mined dataset")
 
 
 # --------------------------------------------------------------------------------------------------- inputs

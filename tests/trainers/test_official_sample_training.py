@@ -1,6 +1,7 @@
 """Training on the authors' released 50-record sample, end to end (images stood in by generated files at its paths).
 
-The sample holds WebQA queries whose text carries ``<|image_1|>`` but no image; by default they are fed as the
+Read both from the file and through ``load_dataset("json")`` (how the Hub copy,
+``TianchengGu/UniME-V2-Training-Datasets``, is downloaded). The sample holds WebQA queries whose text carries ``<|image_1|>`` but no image; by default they are fed as the
 backbone's image token without pixels (docs/method.md §5), so the whole sample trains.
 """
 
@@ -11,8 +12,10 @@ import math
 from pathlib import Path
 
 import pytest
+from datasets import load_dataset
 from PIL import Image
 
+from unime_v2.data_builders.formats import from_authors_dataset
 from unime_v2.data_builders.formats.training_records import TrainingRecords
 from unime_v2.trainers import UniMEV2Collator, UniMEV2Trainer, UniMEV2TrainingArguments, base_embedder, build_embedder
 
@@ -35,9 +38,23 @@ def image_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("loss_type", ["symmetric_kl", "symmetric_kl_authors"])
-def test_whole_sample_trains_and_counts_markers_without_image(loss_type, image_root, tiny_qwen2_vl_dir, tmp_path):
-    records = TrainingRecords.from_authors_json(SAMPLE, image_root, num_hard_negatives=2)
+def _records(reader: str, image_root: Path, cache: Path) -> TrainingRecords:
+    """The sample read from the file (``json``), or as users get it from the Hub (``load_dataset("json")``)."""
+    if reader == "json":
+        return TrainingRecords.from_authors_json(SAMPLE, image_root, num_hard_negatives=2)
+    raw = load_dataset("json", data_files=str(SAMPLE), split="train", cache_dir=str(cache))
+    mined = from_authors_dataset(raw, image_root, name=SAMPLE.name, show_progress_bar=False)
+    return TrainingRecords(mined, num_hard_negatives=2, name=SAMPLE.name)
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "reader"),
+    [("symmetric_kl", "json"), ("symmetric_kl_authors", "json"), ("symmetric_kl", "load_dataset")],
+)
+def test_whole_sample_trains_and_counts_markers_without_image(
+    loss_type, reader, image_root, tiny_qwen2_vl_dir, tmp_path
+):
+    records = _records(reader, image_root, tmp_path / "hf_cache")
     assert records.markers_without_image.get("WebQA", 0) >= 1
     args = UniMEV2TrainingArguments(
         output_dir=str(tmp_path),

@@ -202,44 +202,15 @@ def charts(results: Mapping[str, Any], out: Path) -> list[Path]:
 
 def model_index(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The ``model-index`` metadata of a model card, built with ``huggingface_hub``'s ``EvalResult``."""
-    from huggingface_hub import EvalResult, ModelCardData
+    from huggingface_hub import ModelCardData
 
-    evals = []
-    suites = results["suites"]
-    if "mmeb" in suites and suites["mmeb"]["per_dataset"]:
-        for name, d in suites["mmeb"]["per_dataset"].items():
-            evals.append(_eval(EvalResult, "MMEB", name, "precision_at_1", "Precision@1", d["precision_at_1"]))
-        evals.append(
-            _eval(
-                EvalResult,
-                "MMEB",
-                "overall",
-                "precision_at_1",
-                "Precision@1",
-                suites["mmeb"]["metrics"]["precision_at_1"],
-            )
-        )
-    for name, d in suites.get("retrieval", {}).get("per_dataset", {}).items():
-        for x, title in (("i2t", "image-to-text"), ("t2i", "text-to-image")):
-            evals.append(_eval(EvalResult, name, title, f"recall_at_1_{x}", f"R@1 {title}", d[f"{x}_R@1"]))
-    for name, d in suites.get("sugarcrepe", {}).get("per_dataset", {}).items():
-        evals.append(_eval(EvalResult, "SugarCrepe", name, "accuracy", "Accuracy", d["accuracy"]))
+    from unime_v2.hub_cards.eval_results import eval_results
+
+    evals = eval_results(results)
     if not evals:
         return []
     card = ModelCardData(model_name=Path(str(results["model"])).name or str(results["model"]), eval_results=evals)
     return card.to_dict().get("model-index", [])
-
-
-def _eval(cls: Any, dataset: str, config: str, metric: str, metric_name: str, value: float) -> Any:
-    return cls(
-        task_type="feature-extraction",
-        dataset_type=dataset,
-        dataset_name=dataset,
-        dataset_config=config,
-        metric_type=metric,
-        metric_name=metric_name,
-        metric_value=round(100 * float(value), 2),
-    )
 
 
 def write_report(results: Mapping[str, Any], out: Path) -> dict[str, Path]:
