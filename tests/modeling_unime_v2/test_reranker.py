@@ -168,6 +168,22 @@ def test_only_answer_tokens_carry_labels(kind, rerankers):
     assert tokenizer.decode(batch["input_ids"][1, : last[1] + 1]).count("a red square") == 0
 
 
+def test_pairwise_negatives_are_the_hardest_by_judge_score(rerankers):
+    """``num_pair_negatives=2``: one Yes pair (the positive) and No pairs for the two negatives with the highest
+    judge scores, hardest first."""
+    reranker = rerankers["qwen2_5_vl"]
+    collator = RerankerCollator.for_model(reranker, reranker.processor, listwise=False, num_pair_negatives=2)
+    record = {"query": QUERY, "positive": CANDIDATES[0], "negatives": CANDIDATES[1:], "scores": [1.0, 0.2, 0.9, 0.5]}
+    batch = collator([record])
+    tokenizer = reranker.processor.tokenizer
+    assert [tokenizer.decode([t]) for t in batch["labels"].tolist()] == ["Yes", "No", "No"]
+    texts = [tokenizer.decode(row[mask.bool()]) for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    for text, candidate in zip(texts, ("a red square", "a blue circle", "nothing at all")):
+        assert candidate in text and sum(c["text"] in text for c in CANDIDATES if c["text"]) == 1
+    with pytest.raises(ValueError, match="num_pair_negatives must be >= 1"):
+        RerankerCollator.for_model(reranker, reranker.processor, num_pair_negatives=0)
+
+
 def test_listwise_positive_position_is_uniform_over_all_slots():
     rng = random.Random(0)
     negatives, scores = list("abcdefg"), [0.1, 0.9, 0.5, 0.7, 0.3, 0.8, 0.2]
