@@ -93,6 +93,49 @@ class EmbeddingCache:
             show_progress_bar: a bar of the items this process embeds (main process only).
             desc: the bar's label.
         """
+        paths = self.compute(keys, encode, state, show_progress_bar, desc)
+        if not paths:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([np.load(path) for path in paths])
+
+    def embed_memmap(
+        self,
+        keys: Sequence[str],
+        encode: Callable[[range], np.ndarray],
+        state: PartialState | None = None,
+        show_progress_bar: bool = True,
+        desc: str = "embed",
+    ) -> np.ndarray:
+        """As :meth:`embed`, but the chunks are copied one at a time into one ``.npy`` file (named after them),
+        returned memory-mapped read-only: the embeddings of MMEB-train never have to fit in memory."""
+        state = state or PartialState()
+        paths = self.compute(keys, encode, state, show_progress_bar, desc)
+        digest = hashlib.sha256("\n".join(path.name for path in paths).encode()).hexdigest()[:32]
+        target = self.cache_dir / f"all-{digest}.npy"
+        if state.is_main_process and paths and not target.exists():
+            first = np.load(paths[0], mmap_mode="r")
+            tmp = target.with_name(f".{target.stem}.tmp.npy")
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(keys), first.shape[1]))
+            for i, path in enumerate(paths):
+                chunk = np.load(path)
+                out[i * self.chunk_size : i * self.chunk_size + len(chunk)] = chunk
+            out.flush()
+            del out
+            tmp.replace(target)
+        state.wait_for_everyone()
+        if not paths:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.load(target, mmap_mode="r")
+
+    def compute(
+        self,
+        keys: Sequence[str],
+        encode: Callable[[range], np.ndarray],
+        state: PartialState | None = None,
+        show_progress_bar: bool = True,
+        desc: str = "embed",
+    ) -> list[Path]:
+        """Compute the missing chunks of ``keys`` (shared between processes); returns every chunk's file in order."""
         state = state or PartialState()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         ranges = [range(s, min(s + self.chunk_size, len(keys))) for s in range(0, len(keys), self.chunk_size)]
@@ -109,6 +152,4 @@ class EmbeddingCache:
                     bar.update(len(ranges[i]))
         state.wait_for_everyone()
         self.loaded_chunks = len(paths) - len(missing)
-        if not paths:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate([np.load(path) for path in paths])
+        return paths

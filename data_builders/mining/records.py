@@ -1,6 +1,7 @@
 """The records the mining pipeline works on: (query, positive) pairs with content keys and checked images.
 
-A source dataset (mini-MMEB, MMEB-train, …) is read once into :class:`QueryRecord` objects. Images stay as
+A source dataset (mini-MMEB, MMEB-train, …) is read lazily as :class:`QueryRecord` objects
+(:class:`RecordTable`: rows are built from the memory-mapped table when a stage needs them). Images stay as
 references (the bytes or path ``datasets`` stores, read with ``Image(decode=False)``), so nothing is decoded until
 an embedder or the judge needs it, and the mined dataset copies the original image bytes unchanged. Every item has
 a content key (text + image), which identifies duplicates and keys the embedding cache.
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from datasets import Dataset, Image
 from PIL import Image as PILImage
@@ -77,6 +79,12 @@ class Item:
     def bare_text(self) -> str:
         """The text without the MMEB image marker (what the judge reads; the image goes in its own slot)."""
         return strip_image_markers(self.text)
+
+    @property
+    def modality(self) -> str:
+        """``image``, ``text`` or ``image+text``: what the item carries (the ``target_modality`` pools group by it)."""
+        present = (("image", self.image is not None), ("text", bool(self.bare_text)))
+        return "+".join(name for name, has in present if has)
 
     def embedder_item(self, where: str) -> dict[str, Any]:
         """``{"text", "image"}`` for :meth:`UniMEV2Model.encode`, with the image decoded (errors name ``where``)."""
@@ -152,30 +160,107 @@ def _undecoded(dataset: Dataset, columns: list[str]) -> Dataset:
 
 def load_query_records(
     dataset: Dataset, columns: RecordColumns = RecordColumns(), image_root: str | None = None
-) -> list[QueryRecord]:
-    """Read every row of ``dataset`` as a :class:`QueryRecord`; bad rows raise errors naming the row and file.
+) -> RecordTable:
+    """The rows of ``dataset`` as :class:`QueryRecord` objects, read lazily (see :class:`RecordTable`).
 
-    A row needs a query and a positive that each have text or an image. Image files that do not exist are reported
-    here, before any model is loaded; unreadable image bytes are reported when first decoded.
+    Every row is checked once here, in batches, without keeping any image: a row needs a query and a positive that
+    each have text or an image, and image files must exist (errors name the row and file, before any model is
+    loaded); unreadable image bytes are reported when first decoded.
     """
-    missing = [c for c in (columns.query_text, columns.pos_text, columns.source) if c not in dataset.column_names]
-    if missing:
-        raise KeyError(f"source dataset lacks column(s) {missing}; it has {dataset.column_names}")
-    dataset = _undecoded(dataset, columns.image_columns)
-    records = []
-    for row, example in enumerate(dataset):
+    return RecordTable(dataset, columns, image_root)
+
+
+class RecordTable(Sequence[QueryRecord]):
+    """The records of a source dataset, built on access from its (memory-mapped) Arrow table.
+
+    Only what every stage needs for all records stays in memory: ids, sources, the content keys of queries and
+    positives, and the modality of each positive (``image``, ``text``, ``image+text``). ``table[i]`` reads row
+    ``i``; :meth:`preloaded` reads the rows a shard or chunk needs in one batch and keeps them while it works, so
+    peak memory is the working set of one shard, not the dataset (docs/mining.md, "Memory at scale").
+    """
+
+    def __init__(self, dataset: Dataset, columns: RecordColumns = RecordColumns(), image_root: str | None = None):
+        missing = [c for c in (columns.query_text, columns.pos_text, columns.source) if c not in dataset.column_names]
+        if missing:
+            raise KeyError(f"source dataset lacks column(s) {missing}; it has {dataset.column_names}")
+        wanted = [columns.query_text, columns.pos_text, columns.source, *columns.image_columns, columns.query_id]
+        dataset = dataset.select_columns([c for c in dict.fromkeys(wanted) if c and c in dataset.column_names])
+        self.dataset = _undecoded(dataset, columns.image_columns)
+        self.columns = columns
+        self.image_root = image_root
+        self._window: dict[int, QueryRecord] = {}
+        self.query_ids: list[str] = []
+        self.sources: list[str] = []
+        self.query_keys: list[str] = []
+        self.positive_keys: list[str] = []
+        self.positive_modalities: list[str] = []
+        for record in self._scan(range(len(self.dataset))):
+            self.query_ids.append(record.query_id)
+            self.sources.append(record.source)
+            self.query_keys.append(record.query.key)
+            self.positive_keys.append(record.positive.key)
+            self.positive_modalities.append(record.positive.modality)
+        if len(set(self.query_ids)) != len(self.query_ids):
+            raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
+
+    def _scan(self, rows: range, batch_size: int = 512) -> Iterator[QueryRecord]:
+        for start in range(rows.start, rows.stop, batch_size):
+            batch = self.dataset[start : min(start + batch_size, rows.stop)]
+            for offset in range(len(next(iter(batch.values())))):
+                yield self._record({name: values[offset] for name, values in batch.items()}, start + offset)
+
+    def _record(self, example: Mapping[str, Any], row: int) -> QueryRecord:
+        columns, root = self.columns, self.image_root
         source = str(example[columns.source])
         query_id = str(example[columns.query_id]) if columns.query_id else f"{source}-{row}"
         where = f"record {query_id} (row {row})"
-        query = Item(
-            example[columns.query_text] or "", _image_ref(example.get(columns.query_image), image_root, where)
-        )
-        positive = Item(example[columns.pos_text] or "", _image_ref(example.get(columns.pos_image), image_root, where))
+        query = Item(example[columns.query_text] or "", _image_ref(example.get(columns.query_image), root, where))
+        positive = Item(example[columns.pos_text] or "", _image_ref(example.get(columns.pos_image), root, where))
         for side, item in (("query", query), ("positive", positive)):
             if not item.text.strip() and item.image is None:
                 raise ValueError(f"{where}: the {side} has neither text nor image")
-        records.append(QueryRecord(query_id=query_id, source=source, query=query, positive=positive))
-    ids = [r.query_id for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
-    return records
+        return QueryRecord(query_id=query_id, source=source, query=query, positive=positive)
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> QueryRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[QueryRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> QueryRecord | list[QueryRecord]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = int(index)
+        if index in self._window:
+            return self._window[index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"record {index} out of range ({len(self)} records)")
+        index %= len(self)
+        return self._record(self.dataset[index], index)
+
+    def __iter__(self) -> Iterator[QueryRecord]:
+        return self._scan(range(len(self)))
+
+    @contextmanager
+    def preloaded(self, rows: Iterable[int]) -> Iterator[None]:
+        """Read ``rows`` in one batch and serve them from memory inside the ``with`` block (then drop them)."""
+        wanted = sorted({int(row) for row in rows} - self._window.keys())
+        added = []
+        if wanted:
+            batch = self.dataset[wanted]
+            for offset, row in enumerate(wanted):
+                self._window[row] = self._record({name: values[offset] for name, values in batch.items()}, row)
+                added.append(row)
+        try:
+            yield
+        finally:
+            for row in added:
+                self._window.pop(row, None)
+
+
+def preloaded(records: Sequence[QueryRecord], rows: Iterable[int]) -> AbstractContextManager[None]:
+    """:meth:`RecordTable.preloaded` for a table; nothing to do for records already in memory (a list)."""
+    return records.preloaded(rows) if isinstance(records, RecordTable) else nullcontext()
