@@ -35,6 +35,7 @@ from unime_v2.data_builders.storage import atomic_directory
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT
 
 from ..formats.mined import MINED_FEATURES, make_mined_row, to_authors_json
+from ..formats.training_records import load_mined_dataset
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives
@@ -548,17 +549,7 @@ def save_mined_dataset(parts: Sequence[Path], target: Path, image_storage: str, 
             for i, part in enumerate(parts or [None]):
                 piece = Dataset.from_file(str(part)) if part is not None else dataset
                 piece.to_parquet(str(Path(tmp) / f"data-{i:05d}-of-{max(len(parts), 1):05d}.parquet"))
-    return load_mined_folder(target, cache_dir)
-
-
-def load_mined_folder(folder: Path, cache_dir: Path | None = None) -> Dataset:
-    """A mined dataset folder: a ``save_to_disk`` folder, or the Parquet files of ``image_storage=reference``."""
-    if (folder / "state.json").exists():
-        return load_from_disk(str(folder))
-    files = sorted(str(path) for path in folder.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: neither a save_to_disk folder nor Parquet files of a mined dataset")
-    return Dataset.from_parquet(files, features=MINED_FEATURES, cache_dir=str(cache_dir) if cache_dir else None)
+    return load_mined_dataset(str(target), cache_dir=str(cache_dir / "parquet"))
 
 
 # --------------------------------------------------------------------------------------------------- driver
