@@ -18,7 +18,8 @@ import re
 import shutil
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from datasets import config as datasets_config
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
@@ -297,12 +299,14 @@ def _judge_shard(
     out = []
     for position in store.query_range(shard):
         q = active[position]
-        record = records[q]
         ids, _ = retrieval.row(q)
-        where = f"record {record.query_id}"
-        candidates = [record.positive.judge_item(f"{where} (positive)")]
-        candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
-        scores = judge.score(record.query.judge_item(f"{where} (query)"), candidates)
+        with preloaded(records, [q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
+            record = records[q]
+            where = f"record {record.query_id}"
+            candidates = [record.positive.judge_item(f"{where} (positive)")]
+            candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
+            query = record.query.judge_item(f"{where} (query)")
+        scores = judge.score(query, candidates)
         if not np.isfinite(scores).all():
             raise ValueError(f"{where}: the judge returned a non-finite score")
         out.append(
@@ -315,15 +319,6 @@ def _judge_shard(
         )
         bar.update(len(candidates))
     return out
-
-
-def _shard_rows(
-    store: ShardStore, shard: int, active: Sequence[int], pools: CandidatePools, retrieval: RetrievalResult
-) -> list[int]:
-    """The records a judge shard reads: its queries and the records its candidates come from."""
-    queries = [active[p] for p in store.query_range(shard)]
-    candidates = [pools.candidate_rows[retrieval.row(q)[0]] for q in queries]
-    return queries + np.concatenate(candidates).tolist() if candidates else queries
 
 
 def _pairs(store: ShardStore, shards: Sequence[int], active: Sequence[int], retrieval: RetrievalResult) -> int:
@@ -373,8 +368,7 @@ def judge_all(
         )
         judge = load_judge(path, config, state.device) if mine else None
         for shard in mine:
-            with preloaded(records, _shard_rows(store, shard, active, pools, retrieval)):
-                scored = _judge_shard(judge, store, shard, active, records, pools, retrieval, bar)
+            scored = _judge_shard(judge, store, shard, active, records, pools, retrieval, bar)
             target = store.write(shard, scored, writer=state.process_index)
             if on_shard_written is not None:
                 on_shard_written(shard, target)
@@ -482,7 +476,8 @@ def assemble(
 ) -> tuple[list[Path], dict[str, Any], dict[str, np.ndarray]]:
     """Read the shards one at a time, sample the negatives and write the mined rows to Arrow part files.
 
-    Returns the part files (in order), counts and the score arrays. Only one judge shard's records are in memory.
+    Returns the part files (in order), counts and the score arrays. Only one row's items are read at a time; the
+    part writer holds at most 64 rows.
     """
     sampler = HardNegativeSampler(config.beta, config.num_negatives, config.interval, config.seed)
     counts = {"false_negatives_removed": 0, "queries_with_false_negatives": 0, "padded": 0, "fallbacks": 0}
@@ -492,44 +487,56 @@ def assemble(
     sources = records.sources if isinstance(records, RecordTable) else [r.source for r in records]
     candidate_rows = pools.candidate_rows
     writer = _PartWriter(config.resolved_cache_dir / "rows", config.rows_per_part)
+    ids_of = _record_ids(records)
     for shard in tqdm(range(store.n_shards), desc="assemble", unit="shard", disable=not config.progress):
-        positions = store.query_range(shard)
-        entries = store.read(shard)
-        with preloaded(records, _shard_rows(store, shard, active, pools, retrieval)):
-            for position, entry in zip(positions, entries):
-                q = active[position]
+        for position, entry in zip(store.query_range(shard), store.read(shard)):
+            q = active[position]
+            ids, sims = retrieval.row(q)
+            if entry["query_id"] != ids_of[q] or entry["candidate_ids"] != ids.tolist():
+                raise ValueError(f"judge shards of {store.directory} do not match record {ids_of[q]}; delete them")
+            sample = sampler.sample(entry["candidate_scores"], entry["positive_score"], ids_of[q])
+            chosen = [int(ids[i]) for i in sample.indices]
+            with preloaded(records, [q, *candidate_rows[chosen].tolist()]):  # the row's items, read at once
                 record = records[q]
-                ids, sims = retrieval.row(q)
-                if entry["query_id"] != record.query_id or entry["candidate_ids"] != ids.tolist():
-                    raise ValueError(
-                        f"judge shards of {store.directory} do not match record {record.query_id}; delete them"
-                    )
-                sample = sampler.sample(entry["candidate_scores"], entry["positive_score"], record.query_id)
-                negatives = [pools.candidates[ids[i]] for i in sample.indices]
+                negatives = [pools.candidates[c] for c in chosen]
                 writer.write(_mined_row(config, record, entry, sample, negatives, sims))
-                flags = {
-                    "queries": 1,
-                    "false_negatives_removed": sample.n_false_negatives,
-                    "queries_with_false_negatives": int(sample.n_false_negatives > 0),
-                    "padded": int(sample.padded),
-                    "fallbacks": int(sample.fallback),
-                }
-                source = per_source.setdefault(record.source, dict.fromkeys(flags, 0))
-                for key, value in flags.items():
-                    source[key] += value
-                    if key in counts:
-                        counts[key] += value
-                negative_sources = [sources[candidate_rows[ids[i]]] for i in sample.indices]
-                statistics.add(
-                    entry["positive_score"], sample.scores, record.source, negative_sources, sample.fallback
-                )
-                scores.add(entry, sample.scores if not sample.fallback else [])
+            flags = {
+                "queries": 1,
+                "false_negatives_removed": sample.n_false_negatives,
+                "queries_with_false_negatives": int(sample.n_false_negatives > 0),
+                "padded": int(sample.padded),
+                "fallbacks": int(sample.fallback),
+            }
+            source = per_source.setdefault(record.source, dict.fromkeys(flags, 0))
+            for key, value in flags.items():
+                source[key] += value
+                if key in counts:
+                    counts[key] += value
+            negative_sources = [sources[candidate_rows[c]] for c in chosen]
+            statistics.add(entry["positive_score"], sample.scores, record.source, negative_sources, sample.fallback)
+            scores.add(entry, sample.scores if not sample.fallback else [])
     writer.close()
     return (
         writer.parts,
         {"counts": counts, "per_source": per_source, "negatives": statistics.result()},
         scores.arrays(),
     )
+
+
+ROW_GROUP_SIZE = "16MB"
+"""Rows ``save_to_disk`` reads, embeds and writes at once (``datasets``' default, 100MB, keeps ~400MB of batches
+alive while saving image datasets; at 16MB that is ~40MB, measured in docs/mining.md "Memory at scale")."""
+
+
+@contextmanager
+def _row_groups(size: str) -> Iterator[None]:
+    """Make ``datasets`` write record batches / row groups of at most ``size`` (restored afterwards)."""
+    previous = datasets_config.MAX_ROW_GROUP_SIZE
+    datasets_config.MAX_ROW_GROUP_SIZE = size
+    try:
+        yield
+    finally:
+        datasets_config.MAX_ROW_GROUP_SIZE = previous
 
 
 def save_mined_dataset(parts: Sequence[Path], target: Path, image_storage: str, cache_dir: Path) -> Dataset:
@@ -542,7 +549,7 @@ def save_mined_dataset(parts: Sequence[Path], target: Path, image_storage: str, 
         dataset = concatenate_datasets([Dataset.from_file(str(part)) for part in parts])
     else:
         dataset = Dataset.from_dict({name: [] for name in MINED_FEATURES}, features=MINED_FEATURES)
-    with atomic_directory(target, replace=True) as tmp:
+    with atomic_directory(target, replace=True) as tmp, _row_groups(ROW_GROUP_SIZE):
         if image_storage == "embedded":
             dataset.save_to_disk(str(tmp))
         else:

@@ -203,7 +203,7 @@ class RecordTable(Sequence[QueryRecord]):
         if len(set(self.query_ids)) != len(self.query_ids):
             raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
 
-    def _scan(self, rows: range, batch_size: int = 512) -> Iterator[QueryRecord]:
+    def _scan(self, rows: range, batch_size: int = 128) -> Iterator[QueryRecord]:
         for start in range(rows.start, rows.stop, batch_size):
             batch = self.dataset[start : min(start + batch_size, rows.stop)]
             for offset in range(len(next(iter(batch.values())))):
