@@ -121,7 +121,7 @@ class RecordColumns:
         return [self.query_image, self.pos_image]
 
 
-def _image_ref(value: Any, image_root: str | None, where: str) -> ImageRef | None:
+def _image_ref(value: Any, image_root: str | None, where: str, check: bool = True) -> ImageRef | None:
     """Read a stored image cell: ``None``/``""`` (no image), an ``Image(decode=False)`` dict, or a path string."""
     if value is None or value == "":
         return None
@@ -132,11 +132,13 @@ def _image_ref(value: Any, image_root: str | None, where: str) -> ImageRef | Non
         if data is not None:
             return ImageRef(bytes=data, path=path)
         full = _resolve(path, image_root)
-        _require_file(full, where)
+        if check:
+            _require_file(full, where)
         return ImageRef(path=full, relative_path="" if os.path.isabs(path) else path)
     if isinstance(value, str):
         full = _resolve(value, image_root)
-        _require_file(full, where)
+        if check:
+            _require_file(full, where)
         return ImageRef(path=full, relative_path="" if os.path.isabs(value) else value)
     raise TypeError(f"{where}: unsupported image value of type {type(value).__name__}")
 
@@ -194,7 +196,7 @@ class RecordTable(Sequence[QueryRecord]):
         self.query_keys: list[str] = []
         self.positive_keys: list[str] = []
         self.positive_modalities: list[str] = []
-        for record in self._scan(range(len(self.dataset))):
+        for record in self._scan(range(len(self.dataset)), check=True):
             self.query_ids.append(record.query_id)
             self.sources.append(record.source)
             self.query_keys.append(record.query.key)
@@ -203,19 +205,23 @@ class RecordTable(Sequence[QueryRecord]):
         if len(set(self.query_ids)) != len(self.query_ids):
             raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
 
-    def _scan(self, rows: range, batch_size: int = 128) -> Iterator[QueryRecord]:
+    def _scan(self, rows: range, batch_size: int = 128, check: bool = False) -> Iterator[QueryRecord]:
         for start in range(rows.start, rows.stop, batch_size):
             batch = self.dataset[start : min(start + batch_size, rows.stop)]
             for offset in range(len(next(iter(batch.values())))):
-                yield self._record({name: values[offset] for name, values in batch.items()}, start + offset)
+                yield self._record({name: values[offset] for name, values in batch.items()}, start + offset, check)
 
-    def _record(self, example: Mapping[str, Any], row: int) -> QueryRecord:
+    def _record(self, example: Mapping[str, Any], row: int, check: bool = False) -> QueryRecord:
+        """Row ``row`` as a record; ``check``: also check that its image files exist (done once, by the scan)."""
         columns, root = self.columns, self.image_root
         source = str(example[columns.source])
         query_id = str(example[columns.query_id]) if columns.query_id else f"{source}-{row}"
         where = f"record {query_id} (row {row})"
-        query = Item(example[columns.query_text] or "", _image_ref(example.get(columns.query_image), root, where))
-        positive = Item(example[columns.pos_text] or "", _image_ref(example.get(columns.pos_image), root, where))
+        query_image = _image_ref(example.get(columns.query_image), root, where, check)
+        query = Item(example[columns.query_text] or "", query_image)
+        positive = Item(
+            example[columns.pos_text] or "", _image_ref(example.get(columns.pos_image), root, where, check)
+        )
         for side, item in (("query", query), ("positive", positive)):
             if not item.text.strip() and item.image is None:
                 raise ValueError(f"{where}: the {side} has neither text nor image")
