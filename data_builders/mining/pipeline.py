@@ -240,7 +240,7 @@ def embed_all(
             return f"record {ids[int(rows[i])]} ({side})"
 
         encode = _encoder(records, rows, side, name, load, config.embed_batch_size)
-        array = cache.embed_memmap(keys, encode, state, show_progress_bar=config.progress, desc=f"embed {what}")
+        array = cache.embed(keys, encode, state, config.progress, f"embed {what}", memmap=True)
         _check_finite_in_chunks(array, name, kind)
         embeddings.append(array)
         stats["embedding_chunks_computed"] = stats.get("embedding_chunks_computed", 0) + cache.computed_chunks
