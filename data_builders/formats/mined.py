@@ -388,7 +388,7 @@ def _authors_rows(
 # ----------------------------------------------------------------------------------------------- dataset → authors' JSON
 
 
-def iter_undecoded_rows(dataset: datasets.Dataset, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+def iter_undecoded_rows(dataset: datasets.Dataset, batch_size: int = 256) -> Iterator[dict[str, Any]]:
     """Rows as plain Python values, images as undecoded ``{"bytes", "path"}`` dicts (no pixel decoding)."""
     arrow = dataset.with_format("arrow")
     for start in range(0, len(dataset), batch_size):
@@ -456,7 +456,9 @@ def to_authors_json(
 
     An image keeps its ``*_image_path`` when it has one; an image without a path (e.g. rendered in memory) is
     written to ``image_root/images/<source>/<query_id>_<role>.<ext>``. A file already present at the target path is
-    kept as it is (it is the same image when the dataset came from that root). Every row is validated first;
+    kept as it is (it is the same image when the dataset came from that root). Every row is validated before it is
+    written; rows are streamed (the file is written record by record, as ``json.dump(records, indent=4)`` would
+    write it, and renamed into place at the end), so the dataset never has to fit in memory;
     ``query_id``, ``source`` and ``neg_similarities`` are not part of the authors' format and are dropped.
     """
     missing = [name for name in MINED_FEATURES if name not in dataset.column_names]
@@ -464,13 +466,16 @@ def to_authors_json(
         raise ValueError(f"dataset lacks mined-format column(s) {missing}")
     rows = iter_undecoded_rows(dataset)
     root = os.fspath(image_root)
-    records = []
-    bar = tqdm(rows, total=len(dataset), desc="write mined JSON", disable=not show_progress_bar)
-    for index, row in enumerate(bar):
-        validate_mined_record(row, index, num_negatives=num_negatives)
-        records.append(_authors_record(row, index, root))
     out = Path(json_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        json.dump(records, handle, ensure_ascii=False, indent=4)
+    tmp = out.with_name(f".{out.name}.tmp")
+    bar = tqdm(rows, total=len(dataset), desc="write mined JSON", disable=not show_progress_bar)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("[")
+        for index, row in enumerate(bar):
+            validate_mined_record(row, index, num_negatives=num_negatives)
+            record = json.dumps(_authors_record(row, index, root), ensure_ascii=False, indent=4)
+            handle.write(("\n    " if index == 0 else ",\n    ") + record.replace("\n", "\n    "))
+        handle.write("\n]" if len(dataset) else "]")
+    tmp.replace(out)
     return out

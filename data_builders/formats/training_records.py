@@ -24,6 +24,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -204,13 +205,23 @@ class TrainingRecords(torch.utils.data.Dataset):
 
 
 def load_mined_dataset(
-    source: str, split: str = "train", image_root: str | None = None, max_records: int | None = None
+    source: str,
+    split: str = "train",
+    image_root: str | None = None,
+    max_records: int | None = None,
+    cache_dir: str | None = None,
 ) -> datasets.Dataset:
-    """Open a mined dataset: an authors' ``.json`` (needs ``image_root``), a ``save_to_disk`` folder or a Hub id."""
+    """Open a mined dataset, memory-mapped: an authors' ``.json`` (needs ``image_root``), a ``save_to_disk`` folder,
+    a folder of Parquet files (mining with ``image_storage=reference``: images read from their files) or a Hub id."""
     if source.endswith(".json"):
         if image_root is None:
             raise ValueError(f"{source}: an authors' JSON needs its image root (train_image_root)")
         mined = from_authors_json(source, image_root, num_negatives=None)
+    elif os.path.isdir(source) and not os.path.isfile(os.path.join(source, "state.json")):
+        files = sorted(str(path) for path in Path(source).glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{source}: neither a save_to_disk folder nor Parquet files of a mined dataset")
+        mined = datasets.Dataset.from_parquet(files, features=MINED_FEATURES, cache_dir=cache_dir)
     elif os.path.isdir(source):
         mined = datasets.load_from_disk(source)
     else:

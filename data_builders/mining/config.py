@@ -13,6 +13,7 @@ from .retrieval import POOL_MODES
 
 
 EMPTY_POOL_POLICIES = ("error", "skip")
+IMAGE_STORAGES = ("embedded", "reference")
 
 
 def _help(default: Any, text: str) -> Any:
@@ -116,6 +117,16 @@ class MiningConfig:
     authors_json_image_root: str | None = _help(
         None, "Where that JSON's relative image paths point (default image_root, else output_dir/authors_json)."
     )
+    image_storage: str = _help(
+        "embedded",
+        "embedded: the dataset folder holds every image's bytes (self-contained; save_to_disk); reference: image "
+        "files stay where they are (the Image columns hold their absolute path under image_root, *_image_path the "
+        "relative one) and the dataset folder holds Parquet files; push_to_hub embeds them shard by shard. Images "
+        "that come as bytes (no file) are always stored as bytes.",
+    )
+    rows_per_part: int = _help(
+        10_000, "Mined rows per Arrow part file written while assembling (bounds what is held in memory)."
+    )
     progress: bool = _help(True, "Show progress bars.")
     push_to_hub: str | None = _help(None, "Push the mined dataset with its card to this Hub repo id (one commit).")
 
@@ -145,12 +156,15 @@ class MiningConfig:
             "embed_batch_size",
             "embed_chunk_size",
             "judge_batch_size",
+            "rows_per_part",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MiningConfig.{name} must be an int >= 1, got {value!r}")
         if self.max_queries is not None and self.max_queries < 1:
             raise ValueError(f"MiningConfig.max_queries must be >= 1 or None, got {self.max_queries!r}")
+        if self.image_storage not in IMAGE_STORAGES:
+            raise ValueError(f"MiningConfig.image_storage={self.image_storage!r}; choose one of {IMAGE_STORAGES}")
         if self.marker_without_image not in ("image_token", "error"):
             raise ValueError(f"MiningConfig.marker_without_image={self.marker_without_image!r}; image_token | error")
         if self.embedder_prompt_format not in ("official", "chat"):

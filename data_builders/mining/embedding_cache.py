@@ -83,6 +83,7 @@ class EmbeddingCache:
         state: PartialState | None = None,
         show_progress_bar: bool = True,
         desc: str = "embed",
+        memmap: bool = False,
     ) -> np.ndarray:
         """Embeddings of the items with ``keys`` (``(len(keys), d)`` float32), from disk where cached.
 
@@ -92,6 +93,8 @@ class EmbeddingCache:
             state: shares the missing chunks between processes; every process returns the full array.
             show_progress_bar: a bar of the items this process embeds (main process only).
             desc: the bar's label.
+            memmap: copy the chunks one at a time into one ``.npy`` file (named after them) and return it
+                memory-mapped read-only, so the embeddings of MMEB-train never have to fit in memory.
         """
         state = state or PartialState()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -111,4 +114,23 @@ class EmbeddingCache:
         self.loaded_chunks = len(paths) - len(missing)
         if not paths:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate([np.load(path) for path in paths])
+        if not memmap:
+            return np.concatenate([np.load(path) for path in paths])
+        digest = hashlib.sha256("\n".join(path.name for path in paths).encode()).hexdigest()[:32]
+        target = self.cache_dir / f"all-{digest}.npy"
+        if state.is_main_process and not target.exists():
+            self._join(paths, len(keys), target)
+        state.wait_for_everyone()
+        return np.load(target, mmap_mode="r")
+
+    def _join(self, paths: Sequence[Path], n_items: int, target: Path) -> None:
+        """Copy the chunk files, one at a time, into the ``.npy`` file ``target`` (temporary name, then renamed)."""
+        width = np.load(paths[0], mmap_mode="r").shape[1]
+        tmp = target.with_name(f".{target.stem}.tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_items, width))
+        for i, path in enumerate(paths):
+            chunk = np.load(path)
+            out[i * self.chunk_size : i * self.chunk_size + len(chunk)] = chunk
+        out.flush()
+        del out
+        tmp.replace(target)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from datasets import config as datasets_config
+from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
 from unime_v2.data_builders.recipes import resolve_backbone
@@ -32,13 +37,14 @@ from unime_v2.data_builders.storage import atomic_directory
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT
 
 from ..formats.mined import MINED_FEATURES, make_mined_row, to_authors_json
+from ..formats.training_records import load_mined_dataset
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
-from .hard_negatives import HardNegativeSampler
+from .hard_negatives import HardNegativeSampler, SampledNegatives
 from .models import checkpoint_fingerprint, load_embedder, load_judge
-from .records import Item, QueryRecord, load_query_records
-from .report import negative_statistics, plot_score_histogram, score_summary, write_report
-from .retrieval import CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
+from .records import Item, QueryRecord, RecordTable, load_query_records, preloaded
+from .report import NegativeStatistics, plot_score_histogram, score_summary, write_report
+from .retrieval import QUERY_CHUNK, CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
 from .shards import ShardStore
 
 
@@ -91,49 +97,83 @@ def load_source(config: MiningConfig) -> Dataset:
 
 
 def _hash(*parts: Any) -> str:
+    """SHA-256 of the JSON of ``parts``, encoded piece by piece (a list of 662k keys is never one string)."""
     digest = hashlib.sha256()
+    encoder = json.JSONEncoder(sort_keys=True, default=str)
     for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        for piece in encoder.iterencode(part):
+            digest.update(piece.encode())
         digest.update(b"\x00")
     return digest.hexdigest()
 
 
-def _distinct(items: Sequence[Item], names: Sequence[str]) -> tuple[list[Item], list[str], np.ndarray]:
-    """Distinct items (by key), a name for each (its first record), and the index of every input item."""
+def _record_ids(records: Sequence[QueryRecord]) -> Sequence[str]:
+    return records.query_ids if isinstance(records, RecordTable) else [r.query_id for r in records]
+
+
+def _query_keys(records: Sequence[QueryRecord]) -> Sequence[str]:
+    return records.query_keys if isinstance(records, RecordTable) else [r.query.key for r in records]
+
+
+def _distinct_rows(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of every distinct key, and for every row the index of its key among the distinct ones."""
     index: dict[str, int] = {}
-    distinct, distinct_names, mapping = [], [], np.empty(len(items), dtype=np.int64)
-    for row, (item, name) in enumerate(zip(items, names)):
-        if item.key not in index:
-            index[item.key] = len(distinct)
-            distinct.append(item)
-            distinct_names.append(name)
-        mapping[row] = index[item.key]
-    return distinct, distinct_names, mapping
+    first: list[int] = []
+    mapping = np.empty(len(keys), dtype=np.int64)
+    for row, key in enumerate(keys):
+        if key not in index:
+            index[key] = len(first)
+            first.append(row)
+        mapping[row] = index[key]
+    return np.asarray(first, dtype=np.int64), mapping
 
 
 # --------------------------------------------------------------------------------------------------- embedding
 
 
-def _encoder(items: Sequence[Item], names: Sequence[str], load: Callable[[], Any], batch_size: int):
-    """``encode(range) -> array`` with the (lazily loaded) embedder; errors name the records."""
+def _encoder(
+    records: Sequence[QueryRecord],
+    rows: np.ndarray,
+    side: str,
+    name: Callable[[int], str],
+    load: Callable[[], Any],
+    batch_size: int,
+):
+    """``encode(range) -> array`` of the ``side`` item of records ``rows[range]`` with the (lazily loaded)
+    embedder, reading those records in one batch; errors name the records."""
 
-    def encode(rows: range) -> np.ndarray:
-        batch = [items[i].embedder_item(names[i]) for i in rows]
+    def encode(chunk: range) -> np.ndarray:
+        with preloaded(records, rows[chunk.start : chunk.stop]):
+            batch = [getattr(records[int(rows[i])], side).embedder_item(name(i)) for i in chunk]
         try:
             return load().encode(batch, batch_size=batch_size).float().numpy()
         except (ValueError, TypeError, FileNotFoundError) as error:
             match = re.match(r"item (\d+):", str(error))
-            where = names[rows.start + int(match.group(1))] if match else f"items {rows.start}..{rows.stop - 1}"
+            where = name(chunk.start + int(match.group(1))) if match else f"items {chunk.start}..{chunk.stop - 1}"
             raise type(error)(f"{where}: {error}") from error
 
     return encode
 
 
+def _check_finite_in_chunks(embeddings: np.ndarray, name: Callable[[int], str], what: str) -> None:
+    """:func:`check_finite` over a (memory-mapped) array read a chunk at a time."""
+    bad = [
+        start + np.flatnonzero(~np.isfinite(embeddings[start : start + QUERY_CHUNK]).all(axis=1))
+        for start in range(0, len(embeddings), QUERY_CHUNK)
+    ]
+    rows = np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
+    if rows.size:
+        check_finite(embeddings[rows], [name(int(i)) for i in rows], what)
+
+
 def embed_all(
     config: MiningConfig, records: Sequence[QueryRecord], pools: CandidatePools, state: PartialState
-) -> tuple[np.ndarray, np.ndarray, str, dict[str, int]]:
-    """Query and candidate embeddings (from the cache where present). Returns them, the embedder fingerprint and
-    cache statistics."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, dict[str, int]]:
+    """Query and candidate embeddings (from the cache where present), memory-mapped from one ``.npy`` file each.
+
+    Returns the embeddings of the distinct queries, each record's row in them, the candidate embeddings, the
+    embedder fingerprint and cache statistics.
+    """
     cache_dir = config.resolved_cache_dir
     path = resolve_backbone(config.embedder, main_process_first=state.main_process_first)
     fingerprint = checkpoint_fingerprint(
@@ -162,28 +202,34 @@ def embed_all(
             )
         return loaded[0]
 
-    queries, query_names, query_rows = _distinct(
-        [r.query for r in records], [f"record {r.query_id} (query)" for r in records]
+    ids, query_keys = _record_ids(records), _query_keys(records)
+    query_rows, query_of_record = _distinct_rows(query_keys)
+    candidate_rows = pools.candidate_rows
+    sides = (
+        ("query", query_rows, [query_keys[r] for r in query_rows], "queries", "query"),
+        ("positive", candidate_rows, pools.candidate_keys, "candidates", "candidate"),
     )
-    first_record = {int(c): records[row].query_id for row, c in reversed(list(enumerate(pools.positive_ids)))}
-    candidate_names = [f"record {first_record[c]} (positive)" for c in range(len(pools.candidates))]
     stats = {}
     embeddings = []
-    for items, names, what in ((queries, query_names, "queries"), (pools.candidates, candidate_names, "candidates")):
-        keys = [item.key for item in items]
-        encode = _encoder(items, names, load, config.embed_batch_size)
-        embeddings.append(cache.embed(keys, encode, state, show_progress_bar=config.progress, desc=f"embed {what}"))
+    for side, rows, keys, what, kind in sides:
+
+        def name(i: int, rows: np.ndarray = rows, side: str = side) -> str:
+            return f"record {ids[int(rows[i])]} ({side})"
+
+        encode = _encoder(records, rows, side, name, load, config.embed_batch_size)
+        array = cache.embed(keys, encode, state, config.progress, f"embed {what}", memmap=True)
+        _check_finite_in_chunks(array, name, kind)
+        embeddings.append(array)
         stats["embedding_chunks_computed"] = stats.get("embedding_chunks_computed", 0) + cache.computed_chunks
         stats["embedding_chunks_reused"] = stats.get("embedding_chunks_reused", 0) + cache.loaded_chunks
         cache.computed_chunks = 0
-    check_finite(embeddings[0], query_names, "query")
-    check_finite(embeddings[1], candidate_names, "candidate")
-    return embeddings[0][query_rows], embeddings[1], fingerprint, stats
+    return embeddings[0], query_of_record, embeddings[1], fingerprint, stats
 
 
 def retrieve_all(
     config: MiningConfig,
     query_embeddings: np.ndarray,
+    query_rows: np.ndarray,
     candidate_embeddings: np.ndarray,
     pools: CandidatePools,
     fingerprint: str,
@@ -193,9 +239,10 @@ def retrieve_all(
     path = config.resolved_cache_dir / "retrieval" / f"retrieval-{fingerprint[:32]}.npz"
     if state.is_main_process and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        retrieve(query_embeddings, candidate_embeddings, pools, config.delta, config.top_k, config.faiss_gpu).save(
-            path
+        result = retrieve(
+            query_embeddings, candidate_embeddings, pools, config.delta, config.top_k, config.faiss_gpu, query_rows
         )
+        result.save(path)
     state.wait_for_everyone()
     return RetrievalResult.load(path)
 
@@ -204,7 +251,7 @@ def empty_pool_queries(config: MiningConfig, records: Sequence[QueryRecord], ret
     """Indices of queries with no candidate; raises when ``on_empty_pool == "error"``."""
     empty = np.flatnonzero(retrieval.counts == 0).tolist()
     if empty and config.on_empty_pool == "error":
-        ids = ", ".join(records[q].query_id for q in empty[:10])
+        ids = ", ".join(_record_ids(records)[q] for q in empty[:10])
         raise ValueError(
             f"{len(empty)} quer{'y has' if len(empty) == 1 else 'ies have'} no candidate left in their pool "
             f"after removing the positive and cos >= delta={config.delta} (e.g. {ids}); set on_empty_pool='skip' "
@@ -229,12 +276,14 @@ def _judge_shard(
     out = []
     for position in store.query_range(shard):
         q = active[position]
-        record = records[q]
         ids, _ = retrieval.row(q)
-        where = f"record {record.query_id}"
-        candidates = [record.positive.judge_item(f"{where} (positive)")]
-        candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
-        scores = judge.score(record.query.judge_item(f"{where} (query)"), candidates)
+        with preloaded(records, [q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
+            record = records[q]
+            where = f"record {record.query_id}"
+            candidates = [record.positive.judge_item(f"{where} (positive)")]
+            candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
+            query = record.query.judge_item(f"{where} (query)")
+        scores = judge.score(query, candidates)
         if not np.isfinite(scores).all():
             raise ValueError(f"{where}: the judge returned a non-finite score")
         out.append(
@@ -278,7 +327,8 @@ def judge_all(
             "attn": config.judge_attn_implementation,
         },
     )
-    run = _hash(judge_fingerprint, retrieval_fingerprint, [records[q].query_id for q in active], config.shard_size)
+    ids = _record_ids(records)
+    run = _hash(judge_fingerprint, retrieval_fingerprint, [ids[q] for q in active], config.shard_size)
     store = ShardStore(cache_dir / "judge" / run[:32], len(active), config.shard_size)
     pending = store.pending()
     reused = store.n_shards - len(pending)
@@ -318,6 +368,81 @@ def _image_columns(item: Item) -> tuple[dict[str, Any] | None, str]:
     return item.image.to_feature(), item.image.relative_path
 
 
+class _PartWriter:
+    """Mined rows appended to Arrow part files of ``rows_per_part`` rows as they are produced (images by reference:
+    path images keep their path, nothing is embedded), so assembly holds one batch of rows, never the dataset."""
+
+    def __init__(self, directory: Path, rows_per_part: int):
+        self.directory = directory
+        self.rows_per_part = rows_per_part
+        self.parts: list[Path] = []
+        self.writer: ArrowWriter | None = None
+        self.rows = 0
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            self.parts.append(self.directory / f"part-{len(self.parts):06d}.arrow")
+            self.writer = ArrowWriter(features=MINED_FEATURES, path=str(self.parts[-1]), writer_batch_size=64)
+        self.writer.write(row)
+        self.rows += 1
+        if self.rows % self.rows_per_part == 0:
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.finalize()
+            self.writer.close()
+            self.writer = None
+
+
+class _ScoreLists:
+    """The judge scores the histogram and the report summarise, as float32 arrays (the dataset's precision)."""
+
+    def __init__(self) -> None:
+        self.values = {name: array("f") for name in ("positives", "candidates", "selected")}
+
+    def add(self, entry: dict[str, Any], selected: Sequence[float]) -> None:
+        self.values["positives"].append(entry["positive_score"])
+        self.values["candidates"].extend(entry["candidate_scores"])
+        self.values["selected"].extend(selected)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.frombuffer(values, dtype=np.float32) for name, values in self.values.items()}
+
+
+def _mined_row(
+    config: MiningConfig,
+    record: QueryRecord,
+    entry: dict[str, Any],
+    sample: SampledNegatives,
+    negatives: Sequence[Item],
+    similarities: np.ndarray,
+) -> dict[str, Any]:
+    query_image, query_path = _image_columns(record.query)
+    pos_image, pos_path = _image_columns(record.positive)
+    neg_images = [_image_columns(n) for n in negatives]
+    return make_mined_row(
+        query_id=record.query_id,
+        source=record.source,
+        query_text=record.query.text,
+        query_image=query_image,
+        query_image_path=query_path,
+        pos_text=record.positive.text,
+        pos_image=pos_image,
+        pos_image_path=pos_path,
+        pos_score=entry["positive_score"],
+        neg_texts=[n.text for n in negatives],
+        neg_images=[image for image, _ in neg_images],
+        neg_image_paths=[path for _, path in neg_images],
+        neg_scores=list(sample.scores),
+        neg_similarities=[float(similarities[i]) for i in sample.indices],
+        num_negatives=config.num_negatives,
+    )
+
+
 def assemble(
     config: MiningConfig,
     records: Sequence[QueryRecord],
@@ -325,77 +450,90 @@ def assemble(
     retrieval: RetrievalResult,
     active: Sequence[int],
     store: ShardStore,
-) -> tuple[Dataset, dict[str, Any], dict[str, list[float]]]:
-    """Read the shards, sample the negatives and build the mined dataset; returns it, counts and score lists."""
+) -> tuple[list[Path], dict[str, Any], dict[str, np.ndarray]]:
+    """Read the shards one at a time, sample the negatives and write the mined rows to Arrow part files.
+
+    Returns the part files (in order), counts and the score arrays. Only one row's items are read at a time; the
+    part writer holds at most 64 rows.
+    """
     sampler = HardNegativeSampler(config.beta, config.num_negatives, config.interval, config.seed)
-    rows: list[dict[str, Any]] = []
     counts = {"false_negatives_removed": 0, "queries_with_false_negatives": 0, "padded": 0, "fallbacks": 0}
     per_source: dict[str, dict[str, int]] = {}
-    scores: dict[str, list[float]] = {"positives": [], "candidates": [], "selected": []}
-    judged = [entry for shard in range(store.n_shards) for entry in store.read(shard)]
-    owner = {int(c): records[row].source for row, c in reversed(list(enumerate(pools.positive_ids)))}
-    stats: dict[str, list[Any]] = {"positive": [], "negative": [], "query_source": [], "source": [], "fallback": []}
-    for q, entry in zip(active, judged):
-        record = records[q]
-        ids, sims = retrieval.row(q)
-        if entry["query_id"] != record.query_id or entry["candidate_ids"] != ids.tolist():
-            raise ValueError(f"judge shards of {store.directory} do not match record {record.query_id}; delete them")
-        sample = sampler.sample(entry["candidate_scores"], entry["positive_score"], record.query_id)
-        negatives = [pools.candidates[ids[i]] for i in sample.indices]
-        query_image, query_path = _image_columns(record.query)
-        pos_image, pos_path = _image_columns(record.positive)
-        neg_images = [_image_columns(n) for n in negatives]
-        rows.append(
-            make_mined_row(
-                query_id=record.query_id,
-                source=record.source,
-                query_text=record.query.text,
-                query_image=query_image,
-                query_image_path=query_path,
-                pos_text=record.positive.text,
-                pos_image=pos_image,
-                pos_image_path=pos_path,
-                pos_score=entry["positive_score"],
-                neg_texts=[n.text for n in negatives],
-                neg_images=[image for image, _ in neg_images],
-                neg_image_paths=[path for _, path in neg_images],
-                neg_scores=list(sample.scores),
-                neg_similarities=[float(sims[i]) for i in sample.indices],
-                num_negatives=config.num_negatives,
-            )
-        )
-        flags = {
-            "queries": 1,
-            "false_negatives_removed": sample.n_false_negatives,
-            "queries_with_false_negatives": int(sample.n_false_negatives > 0),
-            "padded": int(sample.padded),
-            "fallbacks": int(sample.fallback),
-        }
-        source = per_source.setdefault(record.source, dict.fromkeys(flags, 0))
-        for key, value in flags.items():
-            source[key] += value
-            if key in counts:
-                counts[key] += value
-        for key, value in (
-            ("positive", entry["positive_score"]),
-            ("negative", sample.scores),
-            ("query_source", record.source),
-            ("source", [owner[int(ids[i])] for i in sample.indices]),
-            ("fallback", sample.fallback),
-        ):
-            stats[key].append(value)
-        scores["positives"].append(entry["positive_score"])
-        scores["candidates"].extend(entry["candidate_scores"])
-        scores["selected"].extend(sample.scores if not sample.fallback else [])
-    dataset = (
-        Dataset.from_list(rows, features=MINED_FEATURES)
-        if rows
-        else Dataset.from_dict({name: [] for name in MINED_FEATURES}, features=MINED_FEATURES)
+    scores = _ScoreLists()
+    statistics = NegativeStatistics()
+    sources = records.sources if isinstance(records, RecordTable) else [r.source for r in records]
+    candidate_rows = pools.candidate_rows
+    writer = _PartWriter(config.resolved_cache_dir / "rows", config.rows_per_part)
+    ids_of = _record_ids(records)
+    for shard in tqdm(range(store.n_shards), desc="assemble", unit="shard", disable=not config.progress):
+        for position, entry in zip(store.query_range(shard), store.read(shard)):
+            q = active[position]
+            ids, sims = retrieval.row(q)
+            if entry["query_id"] != ids_of[q] or entry["candidate_ids"] != ids.tolist():
+                raise ValueError(f"judge shards of {store.directory} do not match record {ids_of[q]}; delete them")
+            sample = sampler.sample(entry["candidate_scores"], entry["positive_score"], ids_of[q])
+            chosen = [int(ids[i]) for i in sample.indices]
+            with preloaded(records, [q, *candidate_rows[chosen].tolist()]):  # the row's items, read at once
+                record = records[q]
+                negatives = [pools.candidates[c] for c in chosen]
+                writer.write(_mined_row(config, record, entry, sample, negatives, sims))
+            flags = {
+                "queries": 1,
+                "false_negatives_removed": sample.n_false_negatives,
+                "queries_with_false_negatives": int(sample.n_false_negatives > 0),
+                "padded": int(sample.padded),
+                "fallbacks": int(sample.fallback),
+            }
+            source = per_source.setdefault(record.source, dict.fromkeys(flags, 0))
+            for key, value in flags.items():
+                source[key] += value
+                if key in counts:
+                    counts[key] += value
+            negative_sources = [sources[candidate_rows[c]] for c in chosen]
+            statistics.add(entry["positive_score"], sample.scores, record.source, negative_sources, sample.fallback)
+            scores.add(entry, sample.scores if not sample.fallback else [])
+    writer.close()
+    return (
+        writer.parts,
+        {"counts": counts, "per_source": per_source, "negatives": statistics.result()},
+        scores.arrays(),
     )
-    negatives = negative_statistics(
-        stats["positive"], stats["negative"], stats["query_source"], stats["source"], stats["fallback"]
-    )
-    return dataset, {"counts": counts, "per_source": per_source, "negatives": negatives}, scores
+
+
+ROW_GROUP_SIZE = "16MB"
+"""Rows ``save_to_disk`` reads, embeds and writes at once (``datasets``' default, 100MB, keeps ~400MB of batches
+alive while saving image datasets; at 16MB that is ~40MB, measured in docs/mining.md "Memory at scale")."""
+
+
+@contextmanager
+def _row_groups(size: str) -> Iterator[None]:
+    """Make ``datasets`` write record batches / row groups of at most ``size`` (restored afterwards)."""
+    previous = datasets_config.MAX_ROW_GROUP_SIZE
+    datasets_config.MAX_ROW_GROUP_SIZE = size
+    try:
+        yield
+    finally:
+        datasets_config.MAX_ROW_GROUP_SIZE = previous
+
+
+def save_mined_dataset(parts: Sequence[Path], target: Path, image_storage: str, cache_dir: Path) -> Dataset:
+    """Assemble the part files into the dataset folder ``target`` and return it, memory-mapped from there.
+
+    ``embedded``: ``save_to_disk`` of the parts concatenated memory-mapped (it reads image files and embeds their
+    bytes a batch at a time); ``reference``: the parts as Parquet files, image paths kept, nothing embedded.
+    """
+    if parts:
+        dataset = concatenate_datasets([Dataset.from_file(str(part)) for part in parts])
+    else:
+        dataset = Dataset.from_dict({name: [] for name in MINED_FEATURES}, features=MINED_FEATURES)
+    with atomic_directory(target, replace=True) as tmp, _row_groups(ROW_GROUP_SIZE):
+        if image_storage == "embedded":
+            dataset.save_to_disk(str(tmp))
+        else:
+            for i, part in enumerate(parts or [None]):
+                piece = Dataset.from_file(str(part)) if part is not None else dataset
+                piece.to_parquet(str(Path(tmp) / f"data-{i:05d}-of-{max(len(parts), 1):05d}.parquet"))
+    return load_mined_dataset(str(target), cache_dir=str(cache_dir / "parquet"))
 
 
 # --------------------------------------------------------------------------------------------------- driver
@@ -423,12 +561,13 @@ def _settings(config: MiningConfig) -> dict[str, Any]:
 
 
 def _write_outputs(
-    config: MiningConfig, dataset: Dataset, report: dict[str, Any], scores: dict[str, list[float]]
-) -> Path:
+    config: MiningConfig, parts: Sequence[Path], report: dict[str, Any], scores: dict[str, np.ndarray]
+) -> tuple[Dataset, Path]:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(output_dir / "dataset", replace=True) as tmp:
-        dataset.save_to_disk(str(tmp))
+    dataset = save_mined_dataset(parts, output_dir / "dataset", config.image_storage, config.resolved_cache_dir)
+    for part in parts:
+        part.unlink()
     plot_score_histogram(
         scores["positives"], scores["candidates"], scores["selected"], output_dir / "judge_scores.png"
     )
@@ -438,7 +577,7 @@ def _write_outputs(
             dataset, output_dir / "mined.json", root, num_negatives=config.num_negatives, show_progress_bar=False
         )
     write_report(report, output_dir)
-    return output_dir
+    return dataset, output_dir
 
 
 def mine(
@@ -456,27 +595,31 @@ def mine(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     records = load_query_records(load_source(config), config.columns, config.image_root)
-    if not records:
+    if not len(records):
         raise ValueError(f"{config.data} ({config.data_split}) has no records to mine")
     pools = build_pools(records, config.pool)
     timings["load"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    query_embeddings, candidate_embeddings, embedder_fp, cache_stats = embed_all(config, records, pools, state)
+    query_embeddings, query_rows, candidate_embeddings, embedder_fp, cache_stats = embed_all(
+        config, records, pools, state
+    )
     timings["embed"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    query_keys = _query_keys(records)
     retrieval_fp = _hash(
         embedder_fp,
-        [r.query.key for r in records],
-        [c.key for c in pools.candidates],
+        query_keys,
+        pools.candidate_keys,
         {k: v.tolist() for k, v in pools.pools.items()},
         pools.query_pool,
         pools.positive_ids.tolist(),
         config.delta,
         config.top_k,
     )
-    retrieval = retrieve_all(config, query_embeddings, candidate_embeddings, pools, retrieval_fp, state)
+    retrieval = retrieve_all(config, query_embeddings, query_rows, candidate_embeddings, pools, retrieval_fp, state)
+    del query_embeddings, candidate_embeddings
     empty = empty_pool_queries(config, records, retrieval)
     skipped = set(empty)
     active = [q for q in range(len(records)) if q not in skipped]
@@ -489,12 +632,11 @@ def mine(
         return None
 
     clock = time.perf_counter()
-    dataset, sampled, scores = assemble(config, records, pools, retrieval, active, store)
+    parts, sampled, scores = assemble(config, records, pools, retrieval, active, store)
     pairs = int(sum(1 + retrieval.counts[q] for q in active))
-    query_keys = [r.query.key for r in records]
     counts = {
         "records": len(records),
-        "queries": len(dataset),
+        "queries": len(active),
         "skipped_empty_pool": len(empty),
         "pairs_judged": pairs,
         **sampled["counts"],
@@ -503,6 +645,7 @@ def mine(
         "duplicate_candidates": int(sum(pools.duplicates.values())),
         "duplicate_queries": len(query_keys) - len(set(query_keys)),
     }
+    ids = _record_ids(records)
     report = {
         "settings": _settings(config),
         "counts": counts,
@@ -516,13 +659,13 @@ def mine(
             "judge": judge_stats["judge_fingerprint"],
             "retrieval": retrieval_fp,
         },
-        "skipped_query_ids": [records[q].query_id for q in empty],
+        "skipped_query_ids": [ids[q] for q in empty],
         "num_processes": state.num_processes,
     }
     report["throughput"] = {
         "judge_pairs_per_s_main_process": judge_stats["pairs_judged_by_main_this_run"] / max(timings["judge"], 1e-9)
     }
-    output_dir = _write_outputs(config, dataset, report, scores)
+    dataset, output_dir = _write_outputs(config, parts, report, scores)
     timings["assemble_and_write"] = time.perf_counter() - clock
     write_report(report, output_dir)
     return MiningResult(dataset=dataset, report=report, output_dir=output_dir)

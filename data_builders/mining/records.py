@@ -1,6 +1,7 @@
 """The records the mining pipeline works on: (query, positive) pairs with content keys and checked images.
 
-A source dataset (mini-MMEB, MMEB-train, …) is read once into :class:`QueryRecord` objects. Images stay as
+A source dataset (mini-MMEB, MMEB-train, …) is read lazily as :class:`QueryRecord` objects
+(:class:`RecordTable`: rows are built from the memory-mapped table when a stage needs them). Images stay as
 references (the bytes or path ``datasets`` stores, read with ``Image(decode=False)``), so nothing is decoded until
 an embedder or the judge needs it, and the mined dataset copies the original image bytes unchanged. Every item has
 a content key (text + image), which identifies duplicates and keys the embedding cache.
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from datasets import Dataset, Image
 from PIL import Image as PILImage
@@ -78,6 +80,12 @@ class Item:
         """The text without the MMEB image marker (what the judge reads; the image goes in its own slot)."""
         return strip_image_markers(self.text)
 
+    @property
+    def modality(self) -> str:
+        """``image``, ``text`` or ``image+text``: what the item carries (the ``target_modality`` pools group by it)."""
+        present = (("image", self.image is not None), ("text", bool(self.bare_text)))
+        return "+".join(name for name, has in present if has)
+
     def embedder_item(self, where: str) -> dict[str, Any]:
         """``{"text", "image"}`` for :meth:`UniMEV2Model.encode`, with the image decoded (errors name ``where``)."""
         return {"text": self.text, "image": self.image.open(where) if self.image is not None else None}
@@ -113,7 +121,7 @@ class RecordColumns:
         return [self.query_image, self.pos_image]
 
 
-def _image_ref(value: Any, image_root: str | None, where: str) -> ImageRef | None:
+def _image_ref(value: Any, image_root: str | None, where: str, check: bool = True) -> ImageRef | None:
     """Read a stored image cell: ``None``/``""`` (no image), an ``Image(decode=False)`` dict, or a path string."""
     if value is None or value == "":
         return None
@@ -124,11 +132,13 @@ def _image_ref(value: Any, image_root: str | None, where: str) -> ImageRef | Non
         if data is not None:
             return ImageRef(bytes=data, path=path)
         full = _resolve(path, image_root)
-        _require_file(full, where)
+        if check:
+            _require_file(full, where)
         return ImageRef(path=full, relative_path="" if os.path.isabs(path) else path)
     if isinstance(value, str):
         full = _resolve(value, image_root)
-        _require_file(full, where)
+        if check:
+            _require_file(full, where)
         return ImageRef(path=full, relative_path="" if os.path.isabs(value) else value)
     raise TypeError(f"{where}: unsupported image value of type {type(value).__name__}")
 
@@ -152,30 +162,111 @@ def _undecoded(dataset: Dataset, columns: list[str]) -> Dataset:
 
 def load_query_records(
     dataset: Dataset, columns: RecordColumns = RecordColumns(), image_root: str | None = None
-) -> list[QueryRecord]:
-    """Read every row of ``dataset`` as a :class:`QueryRecord`; bad rows raise errors naming the row and file.
+) -> RecordTable:
+    """The rows of ``dataset`` as :class:`QueryRecord` objects, read lazily (see :class:`RecordTable`).
 
-    A row needs a query and a positive that each have text or an image. Image files that do not exist are reported
-    here, before any model is loaded; unreadable image bytes are reported when first decoded.
+    Every row is checked once here, in batches, without keeping any image: a row needs a query and a positive that
+    each have text or an image, and image files must exist (errors name the row and file, before any model is
+    loaded); unreadable image bytes are reported when first decoded.
     """
-    missing = [c for c in (columns.query_text, columns.pos_text, columns.source) if c not in dataset.column_names]
-    if missing:
-        raise KeyError(f"source dataset lacks column(s) {missing}; it has {dataset.column_names}")
-    dataset = _undecoded(dataset, columns.image_columns)
-    records = []
-    for row, example in enumerate(dataset):
+    return RecordTable(dataset, columns, image_root)
+
+
+class RecordTable(Sequence[QueryRecord]):
+    """The records of a source dataset, built on access from its (memory-mapped) Arrow table.
+
+    Only what every stage needs for all records stays in memory: ids, sources, the content keys of queries and
+    positives, and the modality of each positive (``image``, ``text``, ``image+text``). ``table[i]`` reads row
+    ``i``; :meth:`preloaded` reads the rows a shard or chunk needs in one batch and keeps them while it works, so
+    peak memory is the working set of one shard, not the dataset (docs/mining.md, "Memory at scale").
+    """
+
+    def __init__(self, dataset: Dataset, columns: RecordColumns = RecordColumns(), image_root: str | None = None):
+        missing = [c for c in (columns.query_text, columns.pos_text, columns.source) if c not in dataset.column_names]
+        if missing:
+            raise KeyError(f"source dataset lacks column(s) {missing}; it has {dataset.column_names}")
+        wanted = [columns.query_text, columns.pos_text, columns.source, *columns.image_columns, columns.query_id]
+        dataset = dataset.select_columns([c for c in dict.fromkeys(wanted) if c and c in dataset.column_names])
+        self.dataset = _undecoded(dataset, columns.image_columns)
+        self.columns = columns
+        self.image_root = image_root
+        self._window: dict[int, QueryRecord] = {}
+        self.query_ids: list[str] = []
+        self.sources: list[str] = []
+        self.query_keys: list[str] = []
+        self.positive_keys: list[str] = []
+        self.positive_modalities: list[str] = []
+        for record in self._scan(range(len(self.dataset)), check=True):
+            self.query_ids.append(record.query_id)
+            self.sources.append(record.source)
+            self.query_keys.append(record.query.key)
+            self.positive_keys.append(record.positive.key)
+            self.positive_modalities.append(record.positive.modality)
+        if len(set(self.query_ids)) != len(self.query_ids):
+            raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
+
+    def _scan(self, rows: range, batch_size: int = 128, check: bool = False) -> Iterator[QueryRecord]:
+        for start in range(rows.start, rows.stop, batch_size):
+            batch = self.dataset[start : min(start + batch_size, rows.stop)]
+            for offset in range(len(next(iter(batch.values())))):
+                yield self._record({name: values[offset] for name, values in batch.items()}, start + offset, check)
+
+    def _record(self, example: Mapping[str, Any], row: int, check: bool = False) -> QueryRecord:
+        """Row ``row`` as a record; ``check``: also check that its image files exist (done once, by the scan)."""
+        columns, root = self.columns, self.image_root
         source = str(example[columns.source])
         query_id = str(example[columns.query_id]) if columns.query_id else f"{source}-{row}"
         where = f"record {query_id} (row {row})"
-        query = Item(
-            example[columns.query_text] or "", _image_ref(example.get(columns.query_image), image_root, where)
+        query_image = _image_ref(example.get(columns.query_image), root, where, check)
+        query = Item(example[columns.query_text] or "", query_image)
+        positive = Item(
+            example[columns.pos_text] or "", _image_ref(example.get(columns.pos_image), root, where, check)
         )
-        positive = Item(example[columns.pos_text] or "", _image_ref(example.get(columns.pos_image), image_root, where))
         for side, item in (("query", query), ("positive", positive)):
             if not item.text.strip() and item.image is None:
                 raise ValueError(f"{where}: the {side} has neither text nor image")
-        records.append(QueryRecord(query_id=query_id, source=source, query=query, positive=positive))
-    ids = [r.query_id for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
-    return records
+        return QueryRecord(query_id=query_id, source=source, query=query, positive=positive)
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> QueryRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[QueryRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> QueryRecord | list[QueryRecord]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = int(index)
+        if index in self._window:
+            return self._window[index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"record {index} out of range ({len(self)} records)")
+        index %= len(self)
+        return self._record(self.dataset[index], index)
+
+    def __iter__(self) -> Iterator[QueryRecord]:
+        return self._scan(range(len(self)))
+
+    @contextmanager
+    def preloaded(self, rows: Iterable[int]) -> Iterator[None]:
+        """Read ``rows`` in one batch and serve them from memory inside the ``with`` block (then drop them)."""
+        wanted = sorted({int(row) for row in rows} - self._window.keys())
+        added = []
+        if wanted:
+            batch = self.dataset[wanted]
+            for offset, row in enumerate(wanted):
+                self._window[row] = self._record({name: values[offset] for name, values in batch.items()}, row)
+                added.append(row)
+        try:
+            yield
+        finally:
+            for row in added:
+                self._window.pop(row, None)
+
+
+def preloaded(records: Sequence[QueryRecord], rows: Iterable[int]) -> AbstractContextManager[None]:
+    """:meth:`RecordTable.preloaded` for a table; nothing to do for records already in memory (a list)."""
+    return records.preloaded(rows) if isinstance(records, RecordTable) else nullcontext()

@@ -31,6 +31,48 @@ COUNT_DESCRIPTIONS = {
 NEAR_POSITIVE_MARGIN = 0.1
 
 
+class NegativeStatistics:
+    """The statistics of :func:`negative_statistics`, accumulated one query at a time (constant memory)."""
+
+    def __init__(self) -> None:
+        self.min_gap: float | None = None
+        self.within = self.records_within = self.known = self.other = self.other_rows = 0
+
+    def add(
+        self,
+        positive_score: float,
+        negative_scores: Sequence[float],
+        query_source: str,
+        negative_sources: Sequence[str],
+        fallback: bool = False,
+    ) -> None:
+        """Count one query (arguments as one entry of each list of :func:`negative_statistics`)."""
+        if not fallback:
+            gaps = [positive_score - score for score in negative_scores]
+            near = sum(gap < NEAR_POSITIVE_MARGIN for gap in gaps)
+            self.within += near
+            self.records_within += near > 0
+            smallest = min(gaps, default=None)
+            if smallest is not None and (self.min_gap is None or smallest < self.min_gap):
+                self.min_gap = smallest
+        known = [source for source in negative_sources if source]
+        self.known += len(known)
+        self.other += sum(query_source != source for source in known)
+        self.other_rows += any(source and source != query_source for source in negative_sources)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "min_positive_gap": self.min_gap,
+            "negatives_within_margin": self.within,
+            "records_with_negatives_within_margin": self.records_within,
+            "margin": NEAR_POSITIVE_MARGIN,
+            "negatives_with_known_dataset": self.known,
+            "negatives_from_other_dataset": self.other,
+            "share_from_other_dataset": self.other / self.known if self.known else None,
+            "records_with_negatives_from_other_dataset": self.other_rows,
+        }
+
+
 def negative_statistics(
     positive_scores: Sequence[float],
     negative_scores: Sequence[Sequence[float]],
@@ -56,25 +98,10 @@ def negative_statistics(
         with a known dataset that come from another dataset than their query (only global retrieval gives any).
     """
     fallbacks = fallbacks or [False] * len(positive_scores)
-    gaps = [
-        [positive - score for score in scores]
-        for positive, scores, fallback in zip(positive_scores, negative_scores, fallbacks)
-        if not fallback
-    ]
-    near = [sum(gap < NEAR_POSITIVE_MARGIN for gap in row) for row in gaps]
-    known = [(query, source) for query, row in zip(query_sources, negative_sources) for source in row if source]
-    other_rows = sum(any(s and s != q for s in row) for q, row in zip(query_sources, negative_sources))
-    other = sum(query != source for query, source in known)
-    return {
-        "min_positive_gap": min((g for row in gaps for g in row), default=None),
-        "negatives_within_margin": sum(near),
-        "records_with_negatives_within_margin": sum(n > 0 for n in near),
-        "margin": NEAR_POSITIVE_MARGIN,
-        "negatives_with_known_dataset": len(known),
-        "negatives_from_other_dataset": other,
-        "share_from_other_dataset": other / len(known) if known else None,
-        "records_with_negatives_from_other_dataset": other_rows,
-    }
+    statistics = NegativeStatistics()
+    for row in zip(positive_scores, negative_scores, query_sources, negative_sources, fallbacks):
+        statistics.add(*row)
+    return statistics.result()
 
 
 def score_summary(values: Sequence[float]) -> dict[str, float]:

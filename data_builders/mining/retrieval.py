@@ -18,22 +18,32 @@ from typing import Any
 
 import numpy as np
 
-from .records import Item, QueryRecord
+from .records import Item, QueryRecord, RecordTable
 
 
 POOL_MODES = ("global", "dataset", "target_modality")
 
 
-def _pool_name(record: QueryRecord, mode: str) -> str:
+def _pool_name(source: str, positive_modality: str, mode: str) -> str:
     if mode == "dataset":
-        return record.source
+        return source
     if mode == "target_modality":
-        positive = record.positive
-        has_text = bool(positive.bare_text)
-        return "+".join(
-            name for name, present in (("image", positive.image is not None), ("text", has_text)) if present
-        )
+        return positive_modality
     return "global"
+
+
+class CandidateItems(Sequence[Item]):
+    """The distinct candidates as a view: candidate ``c`` is the positive of record ``rows[c]`` (read on access)."""
+
+    def __init__(self, records: Sequence[QueryRecord], rows: np.ndarray):
+        self.records = records
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Item:  # type: ignore[override]
+        return self.records[int(self.rows[index])].positive
 
 
 @dataclass
@@ -41,18 +51,36 @@ class CandidatePools:
     """Distinct candidate items and, per pool, which of them it holds.
 
     Attributes:
-        candidates: the distinct items (by content key), in order of first appearance.
+        candidates: the distinct items (by content key), in order of first appearance (a view over the records).
         pools: pool name -> ids into ``candidates`` (each distinct item once).
         duplicates: pool name -> how many repeated positives were folded into one candidate.
         query_pool: per record, the name of its pool.
         positive_ids: per record, the id of its own positive in ``candidates``.
+        candidate_keys: per candidate, its content key.
     """
 
-    candidates: list[Item]
+    candidates: Sequence[Item]
     pools: dict[str, np.ndarray]
     duplicates: dict[str, int]
     query_pool: list[str]
     positive_ids: np.ndarray
+    candidate_keys: list[str] = field(default_factory=list)
+
+    @property
+    def candidate_rows(self) -> np.ndarray:
+        """Per candidate, the record whose positive it is (the first one)."""
+        return self.candidates.rows if isinstance(self.candidates, CandidateItems) else np.arange(0)
+
+
+def _record_columns(records: Sequence[QueryRecord]) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
+    """Sources, positive keys and positive modalities of every record (kept by a RecordTable, else computed)."""
+    if isinstance(records, RecordTable):
+        return records.sources, records.positive_keys, records.positive_modalities
+    return (
+        [r.source for r in records],
+        [r.positive.key for r in records],
+        [r.positive.modality for r in records],
+    )
 
 
 def build_pools(records: Sequence[QueryRecord], mode: str = "global") -> CandidatePools:
@@ -60,24 +88,24 @@ def build_pools(records: Sequence[QueryRecord], mode: str = "global") -> Candida
     if mode not in POOL_MODES:
         raise ValueError(f"pool={mode!r}; choose one of {POOL_MODES}")
     ids: dict[str, int] = {}
-    candidates: list[Item] = []
+    candidate_rows: list[int] = []
     members: dict[str, dict[int, None]] = {}
     counts: dict[str, int] = {}
     positive_ids = np.empty(len(records), dtype=np.int64)
     query_pool = []
-    for row, record in enumerate(records):
-        key = record.positive.key
+    for row, (source, key, modality) in enumerate(zip(*_record_columns(records))):
         if key not in ids:
-            ids[key] = len(candidates)
-            candidates.append(record.positive)
-        pool = _pool_name(record, mode)
+            ids[key] = len(candidate_rows)
+            candidate_rows.append(row)
+        pool = _pool_name(source, modality, mode)
         members.setdefault(pool, {})[ids[key]] = None
         counts[pool] = counts.get(pool, 0) + 1
         positive_ids[row] = ids[key]
         query_pool.append(pool)
     pools = {name: np.fromiter(member, dtype=np.int64) for name, member in members.items()}
     duplicates = {name: counts[name] - len(pools[name]) for name in pools}
-    return CandidatePools(candidates, pools, duplicates, query_pool, positive_ids)
+    candidates = CandidateItems(records, np.asarray(candidate_rows, dtype=np.int64))
+    return CandidatePools(candidates, pools, duplicates, query_pool, positive_ids, list(ids))
 
 
 @dataclass
@@ -146,33 +174,38 @@ def _normalised(embeddings: np.ndarray) -> np.ndarray:
     return out
 
 
-def _index(candidates: np.ndarray, use_gpu: bool) -> Any:
-    """Exact inner-product index (a ``faiss.Index``); on all GPUs when faiss has GPU support and ``use_gpu``."""
+QUERY_CHUNK = 4096
+"""Queries normalised and searched together (and candidates added to an index together): the working set of
+retrieval besides the index, so a memory-mapped embedding file is never read whole into memory."""
+
+
+def pool_index(candidate_embeddings: np.ndarray, members: np.ndarray, use_gpu: bool, chunk: int = QUERY_CHUNK) -> Any:
+    """Exact inner-product index (a ``faiss.Index``) of the normalised ``candidate_embeddings[members]``, added in
+    chunks; on all GPUs when faiss has GPU support and ``use_gpu``."""
     faiss = _faiss()
-    index = faiss.IndexFlatIP(candidates.shape[1])
+    index = faiss.IndexFlatIP(candidate_embeddings.shape[1])
     if use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
         index = faiss.index_cpu_to_all_gpus(index)
-    index.add(candidates)
+    for start in range(0, len(members), chunk):
+        index.add(_normalised(candidate_embeddings[members[start : start + chunk]]))
     return index
 
 
 def search_pool(
+    index: Any,
     queries: np.ndarray,
-    pool: np.ndarray,
     exclude: np.ndarray,
     delta: float,
     top_k: int,
-    use_gpu: bool = True,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    """Top ``top_k`` of ``pool`` (normalised embeddings) per query, without row ``exclude[q]`` and ``cos >= delta``.
+    """Top ``top_k`` of the pool ``index`` holds per (normalised) query, without row ``exclude[q]`` and ``cos >= delta``.
 
     Searches ``top_k + 1`` deep and doubles the depth for queries that lost too many hits to the filters, until
     they have ``top_k`` or the pool is exhausted. Since hits come sorted, every dropped near-duplicate ranks above
     every kept hit, so the near-duplicate count is exact.
     Returns per query: kept pool rows, their similarities, the number of near-duplicates dropped.
     """
-    n_pool = pool.shape[0]
-    index = _index(pool, use_gpu)
+    n_pool = index.ntotal
     rows: list[np.ndarray] = [np.empty(0, np.int64)] * len(queries)
     sims: list[np.ndarray] = [np.empty(0, np.float32)] * len(queries)
     dropped = [0] * len(queries)
@@ -200,21 +233,25 @@ def retrieve(
     delta: float,
     top_k: int = 50,
     use_gpu: bool = True,
+    query_rows: np.ndarray | None = None,
+    chunk_size: int = QUERY_CHUNK,
 ) -> RetrievalResult:
     """Retrieve each query's ``top_k`` candidates from its pool (see the module docstring).
 
     Args:
-        query_embeddings: ``(n_queries, d)``, one row per record (same order as the records the pools came from).
-        candidate_embeddings: ``(len(pools.candidates), d)``.
+        query_embeddings: ``(n_queries, d)``, one row per record (same order as the records the pools came from),
+            or, with ``query_rows``, one row per distinct query. May be memory-mapped: it is read in chunks.
+        candidate_embeddings: ``(len(pools.candidates), d)`` (may be memory-mapped).
         pools: from :func:`build_pools`.
         delta: similarity threshold; candidates with ``cos >= delta`` are dropped.
         top_k: candidates kept per query (50 in the paper).
         use_gpu: use a faiss GPU index when faiss has GPUs.
+        query_rows: per record, its row of ``query_embeddings`` (duplicated queries share one).
+        chunk_size: queries normalised and searched at once (and candidates added to the index at once).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    n_queries = query_embeddings.shape[0]
-    queries, candidates = _normalised(query_embeddings), _normalised(candidate_embeddings)
+    n_queries = query_embeddings.shape[0] if query_rows is None else len(query_rows)
     ids = np.full((n_queries, top_k), -1, dtype=np.int64)
     sims = np.full((n_queries, top_k), np.nan, dtype=np.float32)
     counts = np.zeros(n_queries, dtype=np.int64)
@@ -222,12 +259,18 @@ def retrieve(
     pool_of = np.asarray(pools.query_pool)
     for name, members in pools.pools.items():
         members_q = np.flatnonzero(pool_of == name)
-        local = {int(c): i for i, c in enumerate(members)}
-        exclude = np.array([local.get(int(pools.positive_ids[q]), -1) for q in members_q], dtype=np.int64)
-        rows, scores, dropped = search_pool(queries[members_q], candidates[members], exclude, delta, top_k, use_gpu)
-        for q, row, score, n_near in zip(members_q, rows, scores, dropped):
-            counts[q] = len(row)
-            ids[q, : len(row)] = members[row]
-            sims[q, : len(row)] = score
-            near[q] = n_near
+        local = np.full(len(pools.candidates), -1, dtype=np.int64)
+        local[members] = np.arange(len(members))
+        index = pool_index(candidate_embeddings, members, use_gpu, chunk_size)
+        for start in range(0, len(members_q), chunk_size):
+            chunk = members_q[start : start + chunk_size]
+            queries = _normalised(query_embeddings[chunk if query_rows is None else query_rows[chunk]])
+            exclude = local[pools.positive_ids[chunk]]
+            rows, scores, dropped = search_pool(index, queries, exclude, delta, top_k)
+            for q, row, score, n_near in zip(chunk, rows, scores, dropped):
+                counts[q] = len(row)
+                ids[q, : len(row)] = members[row]
+                sims[q, : len(row)] = score
+                near[q] = n_near
+        del index
     return RetrievalResult(ids, sims, counts, near)

@@ -206,3 +206,25 @@ def test_oracle_demo_data_has_the_mined_schema_and_orders_negatives_hardest_firs
     assert record["pos_score"] == 1.0
     np.testing.assert_allclose(record["neg_scores"], scores[:10], rtol=1e-6)
     assert TrainingRecords(mined)[0]["scores"][0] == 1.0
+
+
+def test_records_are_read_memory_mapped_and_decoded_in_dataloader_workers(sample_root: Path, tmp_path: Path) -> None:
+    """What a training run at MMEB-train scale relies on: the mined dataset stays on disk (memory-mapped, images
+    embedded or as Parquet references) and dataloader workers read and decode the records they are given."""
+    import torch
+
+    mined = from_authors_json(SAMPLE, sample_root, show_progress_bar=False)
+    mined.save_to_disk(str(tmp_path / "embedded"))
+    (tmp_path / "reference").mkdir()
+    mined.to_parquet(str(tmp_path / "reference" / "data-00000-of-00001.parquet"))  # images as file references
+    for folder in ("embedded", "reference"):
+        records = TrainingRecords(load_mined_dataset(str(tmp_path / folder), cache_dir=str(tmp_path / "hf")))
+        assert records.mined.cache_files, f"{folder}: the dataset was loaded into memory"
+        loader = torch.utils.data.DataLoader(records, batch_size=4, num_workers=2, collate_fn=list)
+        streamed = [record for batch in loader for record in batch]
+        assert [r["query_id"] for r in streamed] == [records[i]["query_id"] for i in range(len(records))]
+        for index in (0, 17, 49):
+            expected = records[index]
+            assert same_item(streamed[index]["query"], expected["query"])
+            assert all(map(same_item, streamed[index]["negatives"], expected["negatives"]))
+            assert streamed[index]["scores"] == expected["scores"]

@@ -19,6 +19,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from unime_v2.data_builders.formats.mined import from_authors_json, iter_undecoded_rows, to_authors_json
+from unime_v2.data_builders.formats.training_records import TrainingRecords, load_mined_dataset
 from unime_v2.data_builders.mining.config import MiningConfig
 from unime_v2.data_builders.mining.pipeline import mine
 from unime_v2.data_builders.recipes import default_cache_dir
@@ -392,3 +393,89 @@ def test_embedder_errors_name_the_record(tmp_path, tiny_backbone_dirs):
     data = save_source(rows, tmp_path / "source")
     with pytest.raises(ValueError, match=r"record A-3 \(query\).*image marker"):
         mine(config_for(data, tmp_path / "out", tiny_backbone_dirs, marker_without_image="error"))
+
+
+# ------------------------------------------------------------------------------------------ scale (issue 14)
+
+
+def many_path_rows(root: Path, n: int) -> list[dict]:
+    """``n`` image queries with distinct colours (files under ``root/images``) and distinct text positives."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        colour((40 + 9 * i % 200, 200 - 7 * i % 180, 30 + 13 * i % 220)).save(root / "images" / f"item-{i}.png")
+        rows.append(
+            {
+                "qry": "<|image_1|>\nRepresent the given image for classification\n",
+                "qry_image_path": f"images/item-{i}.png",
+                "pos_text": f"label {i}",
+                "pos_image_path": "",
+                "dataset": "A",
+            }
+        )
+    return rows
+
+
+def path_columns(root: Path) -> dict:
+    return {"image_root": str(root), "columns": {"query_image": "qry_image_path", "pos_image": "pos_image_path"}}
+
+
+def test_unreadable_image_at_judge_time_stops_after_safe_shards_and_resume_continues(tmp_path, tiny_backbone_dirs):
+    root = tmp_path / "mmeb"
+    data = save_source(many_path_rows(root, 24), tmp_path / "source", PATH_FEATURES)
+    settings = dict(shard_size=4, **path_columns(root))
+    clean = mine(config_for(data, tmp_path / "clean", tiny_backbone_dirs, **settings))
+    bad_file = root / "images" / "item-17.png"
+    good_bytes = bad_file.read_bytes()
+
+    def corrupt_after_two(shard: int, path: Path) -> None:  # the file breaks while the judge is running
+        if shard == 1:
+            bad_file.write_bytes(b"truncated")
+
+    config = config_for(data, tmp_path / "broken", tiny_backbone_dirs, **settings)
+    with pytest.raises(ValueError, match=r"record A-17 \(query\).*item-17.png"):
+        mine(config, on_shard_written=corrupt_after_two)
+    shards = sorted((tmp_path / "broken" / "cache" / "judge").glob("*/shard-*.json"))
+    assert [p.name for p in shards] == [f"shard-{i:06d}.json" for i in range(4)]  # queries 0..15, all finished
+    assert not (tmp_path / "broken" / "dataset").exists()
+    saved = {path: path.stat().st_mtime_ns for path in shards}
+
+    bad_file.write_bytes(good_bytes)
+    resumed = mine(config)
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in saved.items()), "finished shards were redone"
+    assert resumed.report["resume"]["judge_shards_reused"] == 4
+    assert resumed.report["resume"]["embedding_chunks_computed"] == 0
+    assert resumed.dataset.data.table.equals(clean.dataset.data.table)
+
+
+def test_reference_storage_keeps_image_files_and_exports_to_the_embedded_dataset(tmp_path, tiny_backbone_dirs):
+    root = tmp_path / "mmeb"
+    data = save_source(many_path_rows(root, 8), tmp_path / "source", PATH_FEATURES)
+    cache = str(tmp_path / "cache")
+    embedded = mine(config_for(data, tmp_path / "embedded", tiny_backbone_dirs, cache_dir=cache, **path_columns(root)))
+    reference = mine(
+        config_for(
+            data,
+            tmp_path / "reference",
+            tiny_backbone_dirs,
+            cache_dir=cache,
+            image_storage="reference",
+            **path_columns(root),
+        )
+    )
+    folder = tmp_path / "reference" / "dataset"
+    assert not (folder / "state.json").exists() and sorted(folder.glob("*.parquet"))
+    first = next(iter_undecoded_rows(reference.dataset))
+    assert first["query_image"] == {"bytes": None, "path": str(root / "images" / "item-0.png")}
+    assert first["query_image_path"] == "images/item-0.png"
+    stored = next(iter_undecoded_rows(embedded.dataset))["query_image"]
+    assert stored["bytes"] == (root / "images" / "item-0.png").read_bytes()  # the default embeds the file
+    assert (tmp_path / "reference" / "mined.json").read_text() == (tmp_path / "embedded" / "mined.json").read_text()
+
+    records = TrainingRecords(load_mined_dataset(str(folder)), num_hard_negatives=2, pad_policy="repeat")
+    image = records[0]["query"]["image"]
+    assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(Image.open(root / "images" / "item-0.png")))
+
+    reference.dataset.save_to_disk(str(tmp_path / "self_contained"))  # the export: bytes embedded shard by shard
+    exported = load_from_disk(str(tmp_path / "self_contained"))
+    assert exported.data.table.equals(embedded.dataset.data.table)

@@ -153,6 +153,29 @@ def test_embedding_cache_reuses_chunks_and_keys_by_embedder_and_data(tmp_path):
     EmbeddingCache(tmp_path, fingerprint="embedder-2", chunk_size=4).embed(keys, encode)
     assert len(calls) == 3  # another embedder never reuses these
     assert not list(tmp_path.glob(".*tmp"))
+    calls.clear()
+    mapped = EmbeddingCache(tmp_path, fingerprint="embedder-1", chunk_size=4).embed(keys, encode, memmap=True)
+    assert calls == [] and isinstance(mapped, np.memmap) and np.array_equal(mapped, first)
+
+
+def test_chunked_retrieval_of_memory_mapped_distinct_queries_equals_the_whole_search(tmp_path):
+    """Queries searched 7 at a time from a memory-mapped file of distinct queries (records map to rows of it), and
+    candidates added to the index 7 at a time, give the one-shot result."""
+    rng = np.random.default_rng(5)
+    records = records_for(["A"] * 30 + ["B"] * 30, [f"item {i}" for i in range(60)])
+    pools = build_pools(records, "dataset")
+    distinct = rng.normal(size=(20, 8)).astype(np.float32)
+    query_rows = rng.integers(0, 20, size=60)
+    candidates = rng.normal(size=(len(pools.candidates), 8)).astype(np.float32)
+    np.save(tmp_path / "q.npy", distinct)
+    np.save(tmp_path / "c.npy", candidates)
+    whole = retrieve(distinct[query_rows], candidates, pools, delta=0.9, top_k=5, use_gpu=False)
+    mapped_q, mapped_c = np.load(tmp_path / "q.npy", mmap_mode="r"), np.load(tmp_path / "c.npy", mmap_mode="r")
+    chunked = retrieve(mapped_q, mapped_c, pools, 0.9, 5, use_gpu=False, query_rows=query_rows, chunk_size=7)
+    np.testing.assert_array_equal(chunked.candidate_ids, whole.candidate_ids)
+    np.testing.assert_allclose(chunked.similarities, whole.similarities, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(chunked.counts, whole.counts)
+    np.testing.assert_array_equal(chunked.near_duplicates, whole.near_duplicates)
 
 
 def test_positive_never_retrieved_even_without_the_delta_filter():
