@@ -97,6 +97,11 @@ class MiningConfig:
     judge_max_pixels: int | None = _help(None, "Qwen-VL pixel budget of the judge, upper bound.")
     judge_attn_implementation: str | None = _help(None, "e.g. sdpa or flash_attention_2 (none: the model's default).")
     prefix_sharing: bool = _help(True, "Run each query's prefix once and its candidates as suffixes (exact).")
+    judge_queries_per_forward: int = _help(
+        1,
+        "Queries whose prefixes run as one batch and whose candidates run in one forward (prefix sharing; equal to "
+        "one query at a time up to rounding). 16 fills an H200 with a 7B judge (BENCHMARKS.md); 1: one at a time.",
+    )
     # ---- sampling
     beta: float = _help(
         0.001,
@@ -156,6 +161,7 @@ class MiningConfig:
             "embed_batch_size",
             "embed_chunk_size",
             "judge_batch_size",
+            "judge_queries_per_forward",
             "rows_per_part",
         ):
             value = getattr(self, name)

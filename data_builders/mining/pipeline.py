@@ -41,6 +41,7 @@ from ..formats.training_records import load_mined_dataset
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives
+from .judge_batched import score_queries
 from .models import checkpoint_fingerprint, load_embedder, load_judge
 from .records import Item, QueryRecord, RecordTable, load_query_records, preloaded
 from .report import NegativeStatistics, plot_score_histogram, score_summary, write_report
@@ -272,30 +273,46 @@ def _judge_shard(
     pools: CandidatePools,
     retrieval: RetrievalResult,
     bar: tqdm,
+    queries_per_forward: int = 1,
 ) -> list[dict[str, Any]]:
+    """Judge scores of one shard's queries: ``queries_per_forward`` queries per call of the judge."""
+    positions = list(store.query_range(shard))
     out = []
-    for position in store.query_range(shard):
-        q = active[position]
-        ids, _ = retrieval.row(q)
-        with preloaded(records, [q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
-            record = records[q]
-            where = f"record {record.query_id}"
-            candidates = [record.positive.judge_item(f"{where} (positive)")]
-            candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
-            query = record.query.judge_item(f"{where} (query)")
-        scores = judge.score(query, candidates)
-        if not np.isfinite(scores).all():
-            raise ValueError(f"{where}: the judge returned a non-finite score")
-        out.append(
-            {
-                "query_id": record.query_id,
-                "candidate_ids": ids.tolist(),
-                "positive_score": float(scores[0]),
-                "candidate_scores": [float(s) for s in scores[1:]],
-            }
-        )
-        bar.update(len(candidates))
+    for start in range(0, len(positions), queries_per_forward):
+        group = [
+            _judge_inputs(active[p], records, pools, retrieval) for p in positions[start : start + queries_per_forward]
+        ]
+        if queries_per_forward == 1:
+            all_scores = [judge.score(group[0][2], group[0][3])]
+        else:
+            all_scores = score_queries(judge, [g[2] for g in group], [g[3] for g in group], queries_per_forward)
+        for (record, ids, _, candidates), scores in zip(group, all_scores):
+            if not np.isfinite(scores).all():
+                raise ValueError(f"record {record.query_id}: the judge returned a non-finite score")
+            out.append(
+                {
+                    "query_id": record.query_id,
+                    "candidate_ids": ids.tolist(),
+                    "positive_score": float(scores[0]),
+                    "candidate_scores": [float(s) for s in scores[1:]],
+                }
+            )
+            bar.update(len(candidates))
     return out
+
+
+def _judge_inputs(
+    q: int, records: Sequence[QueryRecord], pools: CandidatePools, retrieval: RetrievalResult
+) -> tuple[QueryRecord, np.ndarray, Any, list[Any]]:
+    """``(record, candidate ids, query item, [positive, *candidates])`` of query ``q`` for the judge."""
+    ids, _ = retrieval.row(q)
+    with preloaded(records, [q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
+        record = records[q]
+        where = f"record {record.query_id}"
+        candidates = [record.positive.judge_item(f"{where} (positive)")]
+        candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
+        query = record.query.judge_item(f"{where} (query)")
+    return record, ids, query, candidates
 
 
 def _pairs(store: ShardStore, shards: Sequence[int], active: Sequence[int], retrieval: RetrievalResult) -> int:
@@ -325,6 +342,12 @@ def judge_all(
             "max_pixels": config.judge_max_pixels,
             "prefix_sharing": config.prefix_sharing,
             "attn": config.judge_attn_implementation,
+            # several queries per forward round differently: their own shards (absent at 1, as before the option)
+            **(
+                {"queries_per_forward": config.judge_queries_per_forward}
+                if config.judge_queries_per_forward > 1
+                else {}
+            ),
         },
     )
     ids = _record_ids(records)
@@ -344,8 +367,9 @@ def judge_all(
             dynamic_ncols=True,
         )
         judge = load_judge(path, config, state.device) if mine else None
+        queries_per_forward = config.judge_queries_per_forward if config.prefix_sharing else 1
         for shard in mine:
-            scored = _judge_shard(judge, store, shard, active, records, pools, retrieval, bar)
+            scored = _judge_shard(judge, store, shard, active, records, pools, retrieval, bar, queries_per_forward)
             target = store.write(shard, scored, writer=state.process_index)
             if on_shard_written is not None:
                 on_shard_written(shard, target)

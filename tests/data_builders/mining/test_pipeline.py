@@ -278,6 +278,28 @@ def test_rerun_reuses_every_saved_stage(small_run, monkeypatch):
     assert again.report["resume"]["judge_shards_reused"] == again.report["resume"]["judge_shards"]
 
 
+def test_several_queries_per_judge_forward_give_the_same_mined_rows(small_run, tmp_path, tiny_backbone_dirs):
+    """``judge_queries_per_forward=4`` (shards of 3 queries: groups of 3, and of 1 for the last shard) scores the
+    same pairs as one query at a time: same negatives, scores equal within rounding, its own judge shards."""
+    config, first = small_run
+    batched = config_for(
+        config.data,
+        tmp_path / "out",
+        tiny_backbone_dirs,
+        judge_queries_per_forward=4,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    again = mine(batched)
+    assert again.report["counts"] == first.report["counts"]
+    assert again.report["fingerprints"]["judge"] != first.report["fingerprints"]["judge"]
+    for a, b in zip(first.dataset, again.dataset):
+        assert a["query_id"] == b["query_id"] and a["neg_texts"] == b["neg_texts"]
+        assert a["pos_score"] == pytest.approx(b["pos_score"], abs=1e-5)
+        np.testing.assert_allclose(a["neg_scores"], b["neg_scores"], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="judge_queries_per_forward must be an int >= 1"):
+        config_for(config.data, tmp_path, tiny_backbone_dirs, judge_queries_per_forward=0)
+
+
 def test_empty_pool_raises_by_default_naming_the_query(small_run, tmp_path, tiny_backbone_dirs):
     config, _ = small_run
     strict = config_for(
