@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +97,28 @@ def load_source(config: MiningConfig) -> Dataset:
 
 
 def _hash(*parts: Any) -> str:
-    """SHA-256 of the JSON of ``parts``, encoded piece by piece (a list of 662k keys is never one string;
-    :class:`DigestKeys` hash as the list of their hex keys)."""
+    """SHA-256 of the JSON of ``parts``, encoded piece by piece (a list of 662k keys is never one string).
+
+    :class:`DigestKeys` and iterators hash as the lists they hold, read one item at a time (never built as lists).
+    """
     digest = hashlib.sha256()
     encoder = json.JSONEncoder(sort_keys=True, default=str)
     for part in parts:
-        pieces = part.json_pieces() if isinstance(part, DigestKeys) else encoder.iterencode(part)
+        pieces = _list_pieces(part, encoder) if isinstance(part, (DigestKeys, Iterator)) else encoder.iterencode(part)
         for piece in pieces:
             digest.update(piece.encode())
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+def _list_pieces(items: Iterable[Any], encoder: json.JSONEncoder) -> Iterator[str]:
+    """The pieces of ``encoder.iterencode(list(items))``, without the list."""
+    yield "["
+    for i, item in enumerate(items):
+        if i:
+            yield ", "
+        yield from encoder.iterencode(item)
+    yield "]"
 
 
 def _record_ids(records: Sequence[QueryRecord]) -> Sequence[str]:
@@ -354,7 +366,7 @@ def judge_all(
         },
     )
     ids = _record_ids(records)
-    run = _hash(judge_fingerprint, retrieval_fingerprint, [ids[q] for q in active], config.shard_size)
+    run = _hash(judge_fingerprint, retrieval_fingerprint, (ids[q] for q in active), config.shard_size)
     store = ShardStore(cache_dir / "judge" / run[:32], len(active), config.shard_size)
     pending = store.pending()
     reused = store.n_shards - len(pending)

@@ -202,13 +202,6 @@ class DigestKeys(Sequence[str]):
         """The keys of ``rows``, in that order."""
         return DigestKeys(self.digests[rows])
 
-    def json_pieces(self) -> Iterator[str]:
-        """The JSON of the list of hex keys, piece by piece (``json.dumps(list(keys))``, never one string)."""
-        yield "["
-        for i, key in enumerate(self):
-            yield f'{", " if i else ""}"{key}"'
-        yield "]"
-
 
 class Labels(Sequence[str]):
     """A column of few distinct strings (sources, modalities): the distinct ones and a small code per row."""
@@ -308,8 +301,8 @@ class RecordTable(Sequence[QueryRecord]):
             query_keys += bytes.fromhex(record.query.key)
             positive_keys += bytes.fromhex(record.positive.key)
             self.positive_modalities.append(record.positive.modality)
-        self.query_keys = DigestKeys(np.frombuffer(bytes(query_keys), dtype=np.uint8).reshape(-1, 32))
-        self.positive_keys = DigestKeys(np.frombuffer(bytes(positive_keys), dtype=np.uint8).reshape(-1, 32))
+        self.query_keys = DigestKeys(np.frombuffer(query_keys, dtype=np.uint8).reshape(-1, 32))
+        self.positive_keys = DigestKeys(np.frombuffer(positive_keys, dtype=np.uint8).reshape(-1, 32))
         self.query_ids: Sequence[str] = ids if columns.query_id else RowIds(self.sources)
         if columns.query_id and len(set(ids)) != len(ids):
             raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
