@@ -327,17 +327,17 @@ def main(argv: list[str] | None = None) -> None:
         r = results[-1]
         mb = {k: round(v / 2**20) for k, v in r["peak"].items()}
         print(f"{n:>8} queries: {sum(r['seconds'].values()):8.1f} s, peak {mb} MB", flush=True)
-    report = {
-        "command": " ".join(["python", "benchmarks/mining_scale.py", *passed]),
-        "note": "stub embedder and judge (this harness's): pipeline overhead only, not model time",
-        "sizes": sizes,
-        "runs": results,
-        "fit": fit(sizes, results),
-    }
+        report = {
+            "command": " ".join(["python", "benchmarks/mining_scale.py", *passed]),
+            "note": "stub embedder and judge (this harness's): pipeline overhead only, not model time",
+            "sizes": sizes[: len(results)],
+            "runs": results,
+            "fit": fit(sizes[: len(results)], results),
+        }
+        if args.json:  # after every size, so the finished sizes survive a later one that fails or is stopped
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1))
     print(json.dumps(report["fit"], indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
 
 
 def _is_sizes(argv: list[str], i: int) -> bool:

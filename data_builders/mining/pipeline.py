@@ -17,8 +17,7 @@ import json
 import re
 import shutil
 import time
-from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives
 from .judge_batched import score_queries
 from .models import checkpoint_fingerprint, load_embedder, load_judge
-from .records import Item, QueryRecord, RecordTable, load_query_records, preloaded
+from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows, load_query_records, preloaded
 from .report import NegativeStatistics, plot_score_histogram, score_summary, write_report
 from .retrieval import QUERY_CHUNK, CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
 from .shards import ShardStore
@@ -98,14 +97,28 @@ def load_source(config: MiningConfig) -> Dataset:
 
 
 def _hash(*parts: Any) -> str:
-    """SHA-256 of the JSON of ``parts``, encoded piece by piece (a list of 662k keys is never one string)."""
+    """SHA-256 of the JSON of ``parts``, encoded piece by piece (a list of 662k keys is never one string).
+
+    :class:`DigestKeys` and iterators hash as the lists they hold, read one item at a time (never built as lists).
+    """
     digest = hashlib.sha256()
     encoder = json.JSONEncoder(sort_keys=True, default=str)
     for part in parts:
-        for piece in encoder.iterencode(part):
+        pieces = _list_pieces(part, encoder) if isinstance(part, (DigestKeys, Iterator)) else encoder.iterencode(part)
+        for piece in pieces:
             digest.update(piece.encode())
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+def _list_pieces(items: Iterable[Any], encoder: json.JSONEncoder) -> Iterator[str]:
+    """The pieces of ``encoder.iterencode(list(items))``, without the list."""
+    yield "["
+    for i, item in enumerate(items):
+        if i:
+            yield ", "
+        yield from encoder.iterencode(item)
+    yield "]"
 
 
 def _record_ids(records: Sequence[QueryRecord]) -> Sequence[str]:
@@ -116,17 +129,8 @@ def _query_keys(records: Sequence[QueryRecord]) -> Sequence[str]:
     return records.query_keys if isinstance(records, RecordTable) else [r.query.key for r in records]
 
 
-def _distinct_rows(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The first row of every distinct key, and for every row the index of its key among the distinct ones."""
-    index: dict[str, int] = {}
-    first: list[int] = []
-    mapping = np.empty(len(keys), dtype=np.int64)
-    for row, key in enumerate(keys):
-        if key not in index:
-            index[key] = len(first)
-            first.append(row)
-        mapping[row] = index[key]
-    return np.asarray(first, dtype=np.int64), mapping
+def _take(keys: Sequence[str], rows: np.ndarray) -> Sequence[str]:
+    return keys.take(rows) if isinstance(keys, DigestKeys) else [keys[r] for r in rows]
 
 
 # --------------------------------------------------------------------------------------------------- embedding
@@ -204,10 +208,10 @@ def embed_all(
         return loaded[0]
 
     ids, query_keys = _record_ids(records), _query_keys(records)
-    query_rows, query_of_record = _distinct_rows(query_keys)
+    query_rows, query_of_record = distinct_rows(query_keys)
     candidate_rows = pools.candidate_rows
     sides = (
-        ("query", query_rows, [query_keys[r] for r in query_rows], "queries", "query"),
+        ("query", query_rows, _take(query_keys, query_rows), "queries", "query"),
         ("positive", candidate_rows, pools.candidate_keys, "candidates", "candidate"),
     )
     stats = {}
@@ -236,14 +240,25 @@ def retrieve_all(
     fingerprint: str,
     state: PartialState,
 ) -> RetrievalResult:
-    """Retrieval on the main process, saved under its fingerprint; every process loads the same result."""
-    path = config.resolved_cache_dir / "retrieval" / f"retrieval-{fingerprint[:32]}.npz"
+    """Retrieval on the main process, saved under its fingerprint; every process memory-maps the same result.
+
+    The folder (``.npy`` files) is written in place of the ``.npz`` file of earlier versions, whose name differs,
+    so an old cache is never read as a new one.
+    """
+    path = config.resolved_cache_dir / "retrieval" / f"retrieval-{fingerprint[:32]}"
     if state.is_main_process and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result = retrieve(
-            query_embeddings, candidate_embeddings, pools, config.delta, config.top_k, config.faiss_gpu, query_rows
-        )
-        result.save(path)
+        with atomic_directory(path) as tmp:
+            tmp.mkdir()
+            retrieve(
+                query_embeddings,
+                candidate_embeddings,
+                pools,
+                config.delta,
+                config.top_k,
+                config.faiss_gpu,
+                query_rows,
+                directory=tmp,
+            )
     state.wait_for_everyone()
     return RetrievalResult.load(path)
 
@@ -351,7 +366,7 @@ def judge_all(
         },
     )
     ids = _record_ids(records)
-    run = _hash(judge_fingerprint, retrieval_fingerprint, [ids[q] for q in active], config.shard_size)
+    run = _hash(judge_fingerprint, retrieval_fingerprint, (ids[q] for q in active), config.shard_size)
     store = ShardStore(cache_dir / "judge" / run[:32], len(active), config.shard_size)
     pending = store.pending()
     reused = store.n_shards - len(pending)
@@ -422,19 +437,34 @@ class _PartWriter:
             self.writer = None
 
 
-class _ScoreLists:
-    """The judge scores the histogram and the report summarise, as float32 arrays (the dataset's precision)."""
+class _ScoreFiles:
+    """The judge scores the histogram and the report summarise, appended as float32 (the dataset's precision) to
+    one file per group under ``directory`` and memory-mapped back, so they never sit in memory (33M candidate
+    scores at MMEB-train size)."""
 
-    def __init__(self) -> None:
-        self.values = {name: array("f") for name in ("positives", "candidates", "selected")}
+    GROUPS = ("positives", "candidates", "selected")
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.paths = {name: directory / f"{name}.f32" for name in self.GROUPS}
+        self.files = {name: path.open("wb") for name, path in self.paths.items()}
 
     def add(self, entry: dict[str, Any], selected: Sequence[float]) -> None:
-        self.values["positives"].append(entry["positive_score"])
-        self.values["candidates"].extend(entry["candidate_scores"])
-        self.values["selected"].extend(selected)
+        values = ([entry["positive_score"]], entry["candidate_scores"], selected)
+        for name, group in zip(self.GROUPS, values):
+            self.files[name].write(np.asarray(group, dtype=np.float32).tobytes())
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.frombuffer(values, dtype=np.float32) for name, values in self.values.items()}
+        for handle in self.files.values():
+            handle.close()
+        return {name: _read_only_floats(path) for name, path in self.paths.items()}
+
+
+def _read_only_floats(path: Path) -> np.ndarray:
+    """The float32 values of ``path``, memory-mapped (an empty file gives an empty array: it cannot be mapped)."""
+    if path.stat().st_size == 0:
+        return np.empty(0, dtype=np.float32)
+    return np.memmap(path, dtype=np.float32, mode="r")
 
 
 def _mined_row(
@@ -477,13 +507,13 @@ def assemble(
 ) -> tuple[list[Path], dict[str, Any], dict[str, np.ndarray]]:
     """Read the shards one at a time, sample the negatives and write the mined rows to Arrow part files.
 
-    Returns the part files (in order), counts and the score arrays. Only one row's items are read at a time; the
-    part writer holds at most 64 rows.
+    Returns the part files (in order), counts and the score arrays (memory-mapped from ``cache/scores``). Only one
+    row's items are read at a time; the part writer holds at most 64 rows.
     """
     sampler = HardNegativeSampler(config.beta, config.num_negatives, config.interval, config.seed)
     counts = {"false_negatives_removed": 0, "queries_with_false_negatives": 0, "padded": 0, "fallbacks": 0}
     per_source: dict[str, dict[str, int]] = {}
-    scores = _ScoreLists()
+    scores = _ScoreFiles(config.resolved_cache_dir / "scores")
     statistics = NegativeStatistics()
     sources = records.sources if isinstance(records, RecordTable) else [r.source for r in records]
     candidate_rows = pools.candidate_rows
@@ -645,8 +675,7 @@ def mine(
     retrieval = retrieve_all(config, query_embeddings, query_rows, candidate_embeddings, pools, retrieval_fp, state)
     del query_embeddings, candidate_embeddings
     empty = empty_pool_queries(config, records, retrieval)
-    skipped = set(empty)
-    active = [q for q in range(len(records)) if q not in skipped]
+    active = np.setdiff1d(np.arange(len(records)), np.asarray(empty, dtype=np.int64))
     timings["retrieve"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -657,17 +686,17 @@ def mine(
 
     clock = time.perf_counter()
     parts, sampled, scores = assemble(config, records, pools, retrieval, active, store)
-    pairs = int(sum(1 + retrieval.counts[q] for q in active))
+    pairs = int(len(active) + retrieval.counts[active].sum())
     counts = {
         "records": len(records),
         "queries": len(active),
         "skipped_empty_pool": len(empty),
         "pairs_judged": pairs,
         **sampled["counts"],
-        "pools_smaller_than_top_k": int((retrieval.counts[active] < config.top_k).sum()) if active else 0,
+        "pools_smaller_than_top_k": int((retrieval.counts[active] < config.top_k).sum()) if len(active) else 0,
         "near_duplicates_dropped": int(retrieval.near_duplicates.sum()),
         "duplicate_candidates": int(sum(pools.duplicates.values())),
-        "duplicate_queries": len(query_keys) - len(set(query_keys)),
+        "duplicate_queries": len(query_keys) - len(distinct_rows(query_keys)[0]),
     }
     ids = _record_ids(records)
     report = {
@@ -690,6 +719,9 @@ def mine(
         "judge_pairs_per_s_main_process": judge_stats["pairs_judged_by_main_this_run"] / max(timings["judge"], 1e-9)
     }
     dataset, output_dir = _write_outputs(config, parts, report, scores)
+    del scores
+    for path in (config.resolved_cache_dir / "scores").glob("*.f32"):
+        path.unlink()
     timings["assemble_and_write"] = time.perf_counter() - clock
     write_report(report, output_dir)
     return MiningResult(dataset=dataset, report=report, output_dir=output_dir)

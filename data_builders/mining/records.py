@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import io
 import os
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, overload
 
+import numpy as np
 from datasets import Dataset, Image
 from PIL import Image as PILImage
 
@@ -172,13 +174,110 @@ def load_query_records(
     return RecordTable(dataset, columns, image_root)
 
 
+class DigestKeys(Sequence[str]):
+    """Content keys (SHA-256 hex, :func:`~unime_v2.data_builders.storage.item_key`) held as 32-byte digests in one
+    ``(n, 32)`` uint8 array (32 bytes a key instead of a ~120-byte Python string); items read back as hex."""
+
+    def __init__(self, digests: np.ndarray):
+        self.digests = digests
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> DigestKeys: ...
+
+    def __getitem__(self, index: int | slice) -> str | DigestKeys:
+        if isinstance(index, slice):
+            return DigestKeys(self.digests[index])
+        return self.digests[index].tobytes().hex()
+
+    def __iter__(self) -> Iterator[str]:
+        return (row.tobytes().hex() for row in self.digests)
+
+    def take(self, rows: np.ndarray) -> DigestKeys:
+        """The keys of ``rows``, in that order."""
+        return DigestKeys(self.digests[rows])
+
+
+class Labels(Sequence[str]):
+    """A column of few distinct strings (sources, modalities): the distinct ones and a small code per row."""
+
+    def __init__(self, values: Iterable[str] = ()):
+        self.names: list[str] = []
+        self._code: dict[str, int] = {}
+        self.codes = array("i")
+        for value in values:
+            self.append(value)
+
+    def append(self, value: str) -> None:
+        code = self._code.setdefault(value, len(self.names))
+        if code == len(self.names):
+            self.names.append(value)
+        self.codes.append(code)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return self.names[self.codes[index]]
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.names[code] for code in self.codes)
+
+
+class RowIds(Sequence[str]):
+    """The default query ids, ``<source>-<row>``, made on access (unique by construction: the row number follows
+    the last ``-``)."""
+
+    def __init__(self, sources: Labels):
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        index = int(index)
+        return f"{self.sources[index]}-{index % len(self) if index < 0 else index}"
+
+    def __iter__(self) -> Iterator[str]:
+        return (f"{source}-{row}" for row, source in enumerate(self.sources))
+
+
+def distinct_rows(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of every distinct key (in order of first appearance), and for every row the index of its key
+    among the distinct ones. :class:`DigestKeys` are compared as digests, in NumPy."""
+    if isinstance(keys, DigestKeys):
+        if not len(keys):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        flat = np.ascontiguousarray(keys.digests).view(np.dtype((np.void, 32))).ravel()
+        _, first_of_sorted, inverse = np.unique(flat, return_index=True, return_inverse=True)
+        order = np.argsort(first_of_sorted, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return first_of_sorted[order].astype(np.int64), rank[inverse.ravel()]
+    index: dict[str, int] = {}
+    first: list[int] = []
+    mapping = np.empty(len(keys), dtype=np.int64)
+    for row, key in enumerate(keys):
+        if key not in index:
+            index[key] = len(first)
+            first.append(row)
+        mapping[row] = index[key]
+    return np.asarray(first, dtype=np.int64), mapping
+
+
 class RecordTable(Sequence[QueryRecord]):
     """The records of a source dataset, built on access from its (memory-mapped) Arrow table.
 
-    Only what every stage needs for all records stays in memory: ids, sources, the content keys of queries and
-    positives, and the modality of each positive (``image``, ``text``, ``image+text``). ``table[i]`` reads row
-    ``i``; :meth:`preloaded` reads the rows a shard or chunk needs in one batch and keeps them while it works, so
-    peak memory is the working set of one shard, not the dataset (docs/mining.md, "Memory at scale").
+    Only what every stage needs for all records stays in memory, compactly: ids (made on access unless the source
+    has an id column), sources and positive modalities (:class:`Labels`), the content keys of queries and
+    positives (:class:`DigestKeys`). ``table[i]`` reads row ``i``; :meth:`preloaded` reads the rows a shard or
+    chunk needs in one batch and keeps them while it works, so peak memory is the working set of one shard, not
+    the dataset (docs/mining.md, "Memory at scale").
     """
 
     def __init__(self, dataset: Dataset, columns: RecordColumns = RecordColumns(), image_root: str | None = None):
@@ -191,18 +290,21 @@ class RecordTable(Sequence[QueryRecord]):
         self.columns = columns
         self.image_root = image_root
         self._window: dict[int, QueryRecord] = {}
-        self.query_ids: list[str] = []
-        self.sources: list[str] = []
-        self.query_keys: list[str] = []
-        self.positive_keys: list[str] = []
-        self.positive_modalities: list[str] = []
+        ids: list[str] = []
+        self.sources = Labels()
+        self.positive_modalities = Labels()
+        query_keys, positive_keys = bytearray(), bytearray()
         for record in self._scan(range(len(self.dataset)), check=True):
-            self.query_ids.append(record.query_id)
+            if columns.query_id:
+                ids.append(record.query_id)
             self.sources.append(record.source)
-            self.query_keys.append(record.query.key)
-            self.positive_keys.append(record.positive.key)
+            query_keys += bytes.fromhex(record.query.key)
+            positive_keys += bytes.fromhex(record.positive.key)
             self.positive_modalities.append(record.positive.modality)
-        if len(set(self.query_ids)) != len(self.query_ids):
+        self.query_keys = DigestKeys(np.frombuffer(query_keys, dtype=np.uint8).reshape(-1, 32))
+        self.positive_keys = DigestKeys(np.frombuffer(positive_keys, dtype=np.uint8).reshape(-1, 32))
+        self.query_ids: Sequence[str] = ids if columns.query_id else RowIds(self.sources)
+        if columns.query_id and len(set(ids)) != len(ids):
             raise ValueError(f"query ids are not unique (column {columns.query_id!r}); they key shards and outputs")
 
     def _scan(self, rows: range, batch_size: int = 128, check: bool = False) -> Iterator[QueryRecord]:
@@ -228,7 +330,7 @@ class RecordTable(Sequence[QueryRecord]):
         return QueryRecord(query_id=query_id, source=source, query=query, positive=positive)
 
     def __len__(self) -> int:
-        return len(self.query_ids)
+        return len(self.sources)
 
     @overload
     def __getitem__(self, index: int) -> QueryRecord: ...

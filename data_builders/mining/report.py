@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,18 +104,97 @@ def negative_statistics(
     return statistics.result()
 
 
+SCORE_CHUNK = 1 << 20
+"""Scores read at once by :func:`score_summary` and :func:`plot_score_histogram` (they may be memory-mapped)."""
+
+
+def _chunks(values: Sequence[float]) -> Iterator[np.ndarray]:
+    array = np.asarray(values)
+    for start in range(0, len(array), SCORE_CHUNK):
+        yield np.asarray(array[start : start + SCORE_CHUNK])
+
+
+def _pairwise_sum(values: np.ndarray, start: int, n: int) -> float:
+    """``np.sum`` of ``values[start:start+n]`` as float64, bit for bit, reading at most ``SCORE_CHUNK`` at a time.
+
+    NumPy sums a float64 array pairwise, halving it (rounded down to a multiple of 8) until a block is small; the
+    same halving down to chunks, each summed by NumPy, gives the same additions in the same order.
+    """
+    if n <= SCORE_CHUNK:
+        return float(np.add.reduce(np.asarray(values[start : start + n], dtype=np.float64)))
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(values, start, half) + _pairwise_sum(values, start + half, n - half)
+
+
+def _sort_keys(chunk: np.ndarray) -> np.ndarray:
+    """float32 values as uint32 keys in the same order (sign bit flipped for positives, all bits for negatives)."""
+    bits = chunk.view(np.uint32)
+    return np.where(bits & 0x80000000, ~bits, bits | 0x80000000).astype(np.uint32)
+
+
+def _from_sort_key(key: int) -> float:
+    bits = key & 0x7FFFFFFF if key & 0x80000000 else ~key & 0xFFFFFFFF
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+
+
+def _order_statistics(values: Sequence[float], ranks: Sequence[int]) -> dict[int, float]:
+    """The ``rank``-th smallest of ``values`` (float32) for each rank, exactly, in constant memory.
+
+    Two counting passes over the 32-bit sort keys (upper 16 bits, then the lower 16 bits inside the bin that holds
+    the rank) pin down each order statistic's bits without sorting or copying the values.
+    """
+    high = np.zeros(1 << 16, dtype=np.int64)
+    for chunk in _chunks(values):
+        high += np.bincount(_sort_keys(chunk) >> 16, minlength=1 << 16)
+    high_end = np.cumsum(high)
+    out = {}
+    for rank in sorted(set(ranks)):
+        top = int(np.searchsorted(high_end, rank, side="right"))
+        low = np.zeros(1 << 16, dtype=np.int64)
+        for chunk in _chunks(values):
+            keys = _sort_keys(chunk)
+            low += np.bincount(keys[(keys >> 16) == top] & 0xFFFF, minlength=1 << 16)
+        below = int(high_end[top - 1]) if top else 0
+        bottom = int(np.searchsorted(np.cumsum(low), rank - below, side="right"))
+        out[rank] = _from_sort_key((top << 16) | bottom)
+    return out
+
+
+def _quantiles(values: Sequence[float], qs: Sequence[float]) -> list[float]:
+    """``np.quantile(values, qs)`` (linear), bit for bit: each is the same interpolation between the two order
+    statistics around ``q · (n − 1)``, done by NumPy on those two values."""
+    n = len(values)
+    positions = np.asarray(qs, dtype=np.float64) * (n - 1)
+    below = np.floor(positions).astype(np.int64)
+    stats = _order_statistics(values, [*below.tolist(), *np.minimum(below + 1, n - 1).tolist()])
+    return [
+        float(np.quantile(np.asarray([stats[b], stats[min(b + 1, n - 1)]]), position - b))
+        for b, position in zip(below.tolist(), positions.tolist())
+    ]
+
+
 def score_summary(values: Sequence[float]) -> dict[str, float]:
-    """Count, mean, and quartiles of judge scores."""
-    array = np.asarray(values, dtype=np.float64)
+    """Count, mean, and quartiles of judge scores.
+
+    float32 scores (the pipeline's, possibly memory-mapped) are read a chunk at a time; the figures equal
+    ``np.mean`` and ``np.quantile`` of them as a float64 array, without that array. Other inputs are summarised
+    as a float64 array.
+    """
+    array = np.asarray(values)
     if array.size == 0:
         return {"count": 0}
-    q1, median, q3 = np.quantile(array, [0.25, 0.5, 0.75])
+    if array.dtype == np.float32:
+        q1, median, q3 = _quantiles(array, [0.25, 0.5, 0.75])
+    else:
+        array = array.astype(np.float64)
+        q1, median, q3 = (float(q) for q in np.quantile(array, [0.25, 0.5, 0.75]))
     return {
         "count": int(array.size),
-        "mean": float(array.mean()),
-        "q1": float(q1),
-        "median": float(median),
-        "q3": float(q3),
+        "mean": _pairwise_sum(array, 0, len(array)) / len(array),
+        "q1": q1,
+        "median": median,
+        "q3": q3,
     }
 
 
@@ -144,7 +223,10 @@ def report_markdown(report: Mapping[str, Any]) -> str:
 def plot_score_histogram(
     positives: Sequence[float], candidates: Sequence[float], selected: Sequence[float], path: str | Path
 ) -> Path:
-    """PNG histogram of judge scores: positives vs all judged candidates vs the selected negatives."""
+    """PNG histogram of judge scores: positives vs all judged candidates vs the selected negatives.
+
+    The bin counts are accumulated a chunk at a time, so the scores may be memory-mapped arrays of any length.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +240,10 @@ def plot_score_histogram(
         (positives, "positives"),
     ):
         if len(values):
-            axis.hist(values, bins=bins, alpha=0.55, density=True, label=f"{label} (n={len(values)})")
+            counts = sum(np.histogram(chunk, bins=bins)[0] for chunk in _chunks(values))
+            axis.hist(
+                bins[:-1], bins=bins, weights=counts, alpha=0.55, density=True, label=f"{label} (n={len(values)})"
+            )
     axis.set_xlabel("judge score s = P(Yes)")
     axis.set_ylabel("density")
     axis.set_title("MLLM-as-a-Judge scores")

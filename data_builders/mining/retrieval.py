@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .records import Item, QueryRecord, RecordTable
+from ..storage import atomic_directory
+from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows
 
 
 POOL_MODES = ("global", "dataset", "target_modality")
@@ -56,7 +57,7 @@ class CandidatePools:
         duplicates: pool name -> how many repeated positives were folded into one candidate.
         query_pool: per record, the name of its pool.
         positive_ids: per record, the id of its own positive in ``candidates``.
-        candidate_keys: per candidate, its content key.
+        candidate_keys: per candidate, its content key (:class:`DigestKeys` for a :class:`RecordTable`).
     """
 
     candidates: Sequence[Item]
@@ -64,7 +65,7 @@ class CandidatePools:
     duplicates: dict[str, int]
     query_pool: list[str]
     positive_ids: np.ndarray
-    candidate_keys: list[str] = field(default_factory=list)
+    candidate_keys: Sequence[str] = field(default_factory=list)
 
     @property
     def candidate_rows(self) -> np.ndarray:
@@ -87,25 +88,20 @@ def build_pools(records: Sequence[QueryRecord], mode: str = "global") -> Candida
     """Candidate pools from the positives of ``records`` (``mode``: one of :data:`POOL_MODES`)."""
     if mode not in POOL_MODES:
         raise ValueError(f"pool={mode!r}; choose one of {POOL_MODES}")
-    ids: dict[str, int] = {}
-    candidate_rows: list[int] = []
-    members: dict[str, dict[int, None]] = {}
-    counts: dict[str, int] = {}
-    positive_ids = np.empty(len(records), dtype=np.int64)
-    query_pool = []
-    for row, (source, key, modality) in enumerate(zip(*_record_columns(records))):
-        if key not in ids:
-            ids[key] = len(candidate_rows)
-            candidate_rows.append(row)
-        pool = _pool_name(source, modality, mode)
-        members.setdefault(pool, {})[ids[key]] = None
-        counts[pool] = counts.get(pool, 0) + 1
-        positive_ids[row] = ids[key]
-        query_pool.append(pool)
-    pools = {name: np.fromiter(member, dtype=np.int64) for name, member in members.items()}
-    duplicates = {name: counts[name] - len(pools[name]) for name in pools}
-    candidates = CandidateItems(records, np.asarray(candidate_rows, dtype=np.int64))
-    return CandidatePools(candidates, pools, duplicates, query_pool, positive_ids, list(ids))
+    sources, keys, modalities = _record_columns(records)
+    candidate_rows, positive_ids = distinct_rows(keys)
+    query_pool = [_pool_name(source, modality, mode) for source, modality in zip(sources, modalities)]
+    names = {name: code for code, name in enumerate(dict.fromkeys(query_pool))}
+    pool_codes = np.fromiter((names[name] for name in query_pool), dtype=np.int64, count=len(query_pool))
+    pools, duplicates = {}, {}
+    for name, code in names.items():
+        positives = positive_ids[pool_codes == code]
+        _, first = np.unique(positives, return_index=True)
+        pools[name] = positives[np.sort(first)]  # each distinct candidate once, in order of first appearance
+        duplicates[name] = len(positives) - len(first)
+    candidate_keys = keys.take(candidate_rows) if isinstance(keys, DigestKeys) else [keys[r] for r in candidate_rows]
+    candidates = CandidateItems(records, candidate_rows)
+    return CandidatePools(candidates, pools, duplicates, query_pool, positive_ids, candidate_keys)
 
 
 @dataclass
@@ -131,22 +127,20 @@ class RetrievalResult:
         return self.candidate_ids[index, :n], self.similarities[index, :n]
 
     def save(self, path: str | Path) -> None:
-        """Write as ``.npz`` (through a temporary file, so a reader never sees half of it)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(
-            tmp,
-            candidate_ids=self.candidate_ids,
-            similarities=self.similarities,
-            counts=self.counts,
-            near_duplicates=self.near_duplicates,
-        )
-        tmp.replace(path)
+        """Write as a folder of ``.npy`` files, one per array (through a temporary folder, so a reader never sees
+        half of it)."""
+        with atomic_directory(path, replace=True) as tmp:
+            tmp.mkdir()
+            for name in RETRIEVAL_ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
 
     @classmethod
     def load(cls, path: str | Path) -> RetrievalResult:
-        with np.load(path) as data:
-            return cls(**{name: data[name] for name in data.files})
+        """The arrays of a :meth:`save` folder, memory-mapped read-only (the ``(n, top_k)`` arrays stay on disk)."""
+        return cls(**{name: np.load(Path(path) / f"{name}.npy", mmap_mode="r") for name in RETRIEVAL_ARRAYS})
+
+
+RETRIEVAL_ARRAYS = ("candidate_ids", "similarities", "counts", "near_duplicates")
 
 
 def check_finite(embeddings: np.ndarray, names: Sequence[str], what: str) -> None:
@@ -235,6 +229,7 @@ def retrieve(
     use_gpu: bool = True,
     query_rows: np.ndarray | None = None,
     chunk_size: int = QUERY_CHUNK,
+    directory: str | Path | None = None,
 ) -> RetrievalResult:
     """Retrieve each query's ``top_k`` candidates from its pool (see the module docstring).
 
@@ -248,14 +243,16 @@ def retrieve(
         use_gpu: use a faiss GPU index when faiss has GPUs.
         query_rows: per record, its row of ``query_embeddings`` (duplicated queries share one).
         chunk_size: queries normalised and searched at once (and candidates added to the index at once).
+        directory: when given, the result arrays are ``.npy`` files created there and filled memory-mapped (the
+            layout :meth:`RetrievalResult.load` reads), so they are never all in memory.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     n_queries = query_embeddings.shape[0] if query_rows is None else len(query_rows)
-    ids = np.full((n_queries, top_k), -1, dtype=np.int64)
-    sims = np.full((n_queries, top_k), np.nan, dtype=np.float32)
-    counts = np.zeros(n_queries, dtype=np.int64)
-    near = np.zeros(n_queries, dtype=np.int64)
+    ids = _result_array(directory, "candidate_ids", (n_queries, top_k), np.int64, -1)
+    sims = _result_array(directory, "similarities", (n_queries, top_k), np.float32, np.nan)
+    counts = _result_array(directory, "counts", (n_queries,), np.int64, 0)
+    near = _result_array(directory, "near_duplicates", (n_queries,), np.int64, 0)
     pool_of = np.asarray(pools.query_pool)
     for name, members in pools.pools.items():
         members_q = np.flatnonzero(pool_of == name)
@@ -273,4 +270,19 @@ def retrieve(
                 sims[q, : len(row)] = score
                 near[q] = n_near
         del index
+    for array in (ids, sims, counts, near):
+        if isinstance(array, np.memmap):
+            array.flush()
     return RetrievalResult(ids, sims, counts, near)
+
+
+def _result_array(
+    directory: str | Path | None, name: str, shape: tuple[int, ...], dtype: Any, fill: float
+) -> np.ndarray:
+    """A ``shape`` array filled with ``fill``: in memory, or a memory-mapped ``directory/name.npy`` file."""
+    if directory is None:
+        return np.full(shape, fill, dtype=dtype)
+    array = np.lib.format.open_memmap(Path(directory) / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+    for start in range(0, shape[0], QUERY_CHUNK):
+        array[start : start + QUERY_CHUNK] = fill
+    return array

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from datasets import Dataset
 
 from unime_v2.data_builders.mining.embedding_cache import EmbeddingCache
-from unime_v2.data_builders.mining.records import ImageRef, Item, QueryRecord
-from unime_v2.data_builders.mining.retrieval import build_pools, check_finite, retrieve
+from unime_v2.data_builders.mining.pipeline import _hash
+from unime_v2.data_builders.mining.records import ImageRef, Item, QueryRecord, RecordTable, distinct_rows
+from unime_v2.data_builders.mining.retrieval import (
+    RETRIEVAL_ARRAYS,
+    RetrievalResult,
+    build_pools,
+    check_finite,
+    retrieve,
+)
 
 
 def records_for(sources: list[str], positives: list[str]) -> list[QueryRecord]:
@@ -189,3 +197,50 @@ def test_positive_never_retrieved_even_without_the_delta_filter():
         ids, _ = result.row(q)
         assert q not in ids.tolist() and len(ids) == 5
         assert ids.tolist() == brute_force(queries, candidates, pools, 2.0, 5)[q][0]
+
+
+def test_retrieval_written_memory_mapped_to_npy_files_equals_the_in_memory_result(tmp_path):
+    """``retrieve(directory=...)`` fills ``.npy`` files in place; :meth:`RetrievalResult.load` maps them read-only
+    and gives the in-memory result; ``save`` writes the same layout."""
+    rng = np.random.default_rng(7)
+    records = records_for(["A"] * 25 + ["B"] * 15, [f"item {i % 30}" for i in range(40)])
+    pools = build_pools(records, "dataset")
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    candidates = rng.normal(size=(len(pools.candidates), 8)).astype(np.float32)
+    memory = retrieve(queries, candidates, pools, delta=0.8, top_k=30, use_gpu=False)
+    (tmp_path / "mapped").mkdir()
+    retrieve(queries, candidates, pools, 0.8, 30, use_gpu=False, chunk_size=6, directory=tmp_path / "mapped")
+    memory.save(tmp_path / "saved")
+    for folder in ("mapped", "saved"):
+        loaded = RetrievalResult.load(tmp_path / folder)
+        for name in RETRIEVAL_ARRAYS:
+            assert isinstance(getattr(loaded, name), np.memmap), name
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(memory, name), err_msg=name)
+    assert (memory.counts < 30).any() and (memory.candidate_ids == -1).any()  # padding reached the files too
+
+
+def test_record_table_keeps_keys_as_digests_and_builds_the_pools_of_the_records(tmp_path):
+    """A source read as a :class:`RecordTable` (keys as 32-byte digests, sources as labels, ids made on access)
+    gives the same keys, ids and pools as the same records held as objects."""
+    rows = {
+        "qry": [f"query {i % 7}" for i in range(40)],
+        "pos_text": [f"positive {i % 11}" for i in range(40)],
+        "dataset": [f"S{i % 3}" for i in range(40)],
+    }
+    table = RecordTable(Dataset.from_dict(rows))
+    objects = [table[i] for i in range(len(table))]
+    assert list(table.query_keys) == [r.query.key for r in objects]
+    assert table.positive_keys[5] == objects[5].positive.key and table.query_keys.digests.shape == (40, 32)
+    assert list(table.query_ids) == [f"S{i % 3}-{i}" for i in range(40)] and table.query_ids[-1] == "S0-39"
+    assert list(table.sources) == rows["dataset"] and table.sources.names == ["S0", "S1", "S2"]
+    first, mapping = distinct_rows(table.query_keys)
+    assert (first.tolist(), mapping.tolist()) == tuple(x.tolist() for x in distinct_rows(list(table.query_keys)))
+    assert first.tolist() == list(range(7)) and mapping.tolist() == [i % 7 for i in range(40)]
+    for mode in ("global", "dataset", "target_modality"):
+        compact, reference = build_pools(table, mode), build_pools(objects, mode)
+        assert {k: v.tolist() for k, v in compact.pools.items()} == {k: v.tolist() for k, v in reference.pools.items()}
+        assert compact.duplicates == reference.duplicates and compact.query_pool == reference.query_pool
+        assert compact.positive_ids.tolist() == reference.positive_ids.tolist()
+        assert list(compact.candidate_keys) == list(reference.candidate_keys)
+    # fingerprints (cache names) hash digests and streamed ids as the lists of strings they stand for
+    assert _hash(table.query_keys, iter(table.query_ids)) == _hash(list(table.query_keys), list(table.query_ids))
