@@ -42,7 +42,7 @@ from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives
 from .judge_batched import score_queries
 from .models import checkpoint_fingerprint, load_embedder, load_judge
-from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows, load_query_records, preloaded
+from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows, load_query_records
 from .report import NegativeStatistics, plot_score_histogram, score_summary, write_report
 from .retrieval import QUERY_CHUNK, CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
 from .shards import ShardStore
@@ -121,23 +121,11 @@ def _list_pieces(items: Iterable[Any], encoder: json.JSONEncoder) -> Iterator[st
     yield "]"
 
 
-def _record_ids(records: Sequence[QueryRecord]) -> Sequence[str]:
-    return records.query_ids if isinstance(records, RecordTable) else [r.query_id for r in records]
-
-
-def _query_keys(records: Sequence[QueryRecord]) -> Sequence[str]:
-    return records.query_keys if isinstance(records, RecordTable) else [r.query.key for r in records]
-
-
-def _take(keys: Sequence[str], rows: np.ndarray) -> Sequence[str]:
-    return keys.take(rows) if isinstance(keys, DigestKeys) else [keys[r] for r in rows]
-
-
 # --------------------------------------------------------------------------------------------------- embedding
 
 
 def _encoder(
-    records: Sequence[QueryRecord],
+    records: RecordTable,
     rows: np.ndarray,
     side: str,
     name: Callable[[int], str],
@@ -148,7 +136,7 @@ def _encoder(
     embedder, reading those records in one batch; errors name the records."""
 
     def encode(chunk: range) -> np.ndarray:
-        with preloaded(records, rows[chunk.start : chunk.stop]):
+        with records.preloaded(rows[chunk.start : chunk.stop]):
             batch = [getattr(records[int(rows[i])], side).embedder_item(name(i)) for i in chunk]
         try:
             return load().encode(batch, batch_size=batch_size).float().numpy()
@@ -172,7 +160,7 @@ def _check_finite_in_chunks(embeddings: np.ndarray, name: Callable[[int], str], 
 
 
 def embed_all(
-    config: MiningConfig, records: Sequence[QueryRecord], pools: CandidatePools, state: PartialState
+    config: MiningConfig, records: RecordTable, pools: CandidatePools, state: PartialState
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, dict[str, int]]:
     """Query and candidate embeddings (from the cache where present), memory-mapped from one ``.npy`` file each.
 
@@ -207,11 +195,11 @@ def embed_all(
             )
         return loaded[0]
 
-    ids, query_keys = _record_ids(records), _query_keys(records)
+    ids, query_keys = records.query_ids, records.query_keys
     query_rows, query_of_record = distinct_rows(query_keys)
     candidate_rows = pools.candidate_rows
     sides = (
-        ("query", query_rows, _take(query_keys, query_rows), "queries", "query"),
+        ("query", query_rows, query_keys.take(query_rows), "queries", "query"),
         ("positive", candidate_rows, pools.candidate_keys, "candidates", "candidate"),
     )
     stats = {}
@@ -263,11 +251,11 @@ def retrieve_all(
     return RetrievalResult.load(path)
 
 
-def empty_pool_queries(config: MiningConfig, records: Sequence[QueryRecord], retrieval: RetrievalResult) -> list[int]:
+def empty_pool_queries(config: MiningConfig, records: RecordTable, retrieval: RetrievalResult) -> list[int]:
     """Indices of queries with no candidate; raises when ``on_empty_pool == "error"``."""
     empty = np.flatnonzero(retrieval.counts == 0).tolist()
     if empty and config.on_empty_pool == "error":
-        ids = ", ".join(_record_ids(records)[q] for q in empty[:10])
+        ids = ", ".join(records.query_ids[q] for q in empty[:10])
         raise ValueError(
             f"{len(empty)} quer{'y has' if len(empty) == 1 else 'ies have'} no candidate left in their pool "
             f"after removing the positive and cos >= delta={config.delta} (e.g. {ids}); set on_empty_pool='skip' "
@@ -284,7 +272,7 @@ def _judge_shard(
     store: ShardStore,
     shard: int,
     active: Sequence[int],
-    records: Sequence[QueryRecord],
+    records: RecordTable,
     pools: CandidatePools,
     retrieval: RetrievalResult,
     bar: tqdm,
@@ -317,11 +305,11 @@ def _judge_shard(
 
 
 def _judge_inputs(
-    q: int, records: Sequence[QueryRecord], pools: CandidatePools, retrieval: RetrievalResult
+    q: int, records: RecordTable, pools: CandidatePools, retrieval: RetrievalResult
 ) -> tuple[QueryRecord, np.ndarray, Any, list[Any]]:
     """``(record, candidate ids, query item, [positive, *candidates])`` of query ``q`` for the judge."""
     ids, _ = retrieval.row(q)
-    with preloaded(records, [q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
+    with records.preloaded([q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
         record = records[q]
         where = f"record {record.query_id}"
         candidates = [record.positive.judge_item(f"{where} (positive)")]
@@ -337,7 +325,7 @@ def _pairs(store: ShardStore, shards: Sequence[int], active: Sequence[int], retr
 
 def judge_all(
     config: MiningConfig,
-    records: Sequence[QueryRecord],
+    records: RecordTable,
     pools: CandidatePools,
     retrieval: RetrievalResult,
     active: Sequence[int],
@@ -365,7 +353,7 @@ def judge_all(
             ),
         },
     )
-    ids = _record_ids(records)
+    ids = records.query_ids
     run = _hash(judge_fingerprint, retrieval_fingerprint, (ids[q] for q in active), config.shard_size)
     store = ShardStore(cache_dir / "judge" / run[:32], len(active), config.shard_size)
     pending = store.pending()
@@ -499,7 +487,7 @@ def _mined_row(
 
 def assemble(
     config: MiningConfig,
-    records: Sequence[QueryRecord],
+    records: RecordTable,
     pools: CandidatePools,
     retrieval: RetrievalResult,
     active: Sequence[int],
@@ -515,10 +503,10 @@ def assemble(
     per_source: dict[str, dict[str, int]] = {}
     scores = _ScoreFiles(config.resolved_cache_dir / "scores")
     statistics = NegativeStatistics()
-    sources = records.sources if isinstance(records, RecordTable) else [r.source for r in records]
+    sources = records.sources
     candidate_rows = pools.candidate_rows
     writer = _PartWriter(config.resolved_cache_dir / "rows", config.rows_per_part)
-    ids_of = _record_ids(records)
+    ids_of = records.query_ids
     for shard in tqdm(range(store.n_shards), desc="assemble", unit="shard", disable=not config.progress):
         for position, entry in zip(store.query_range(shard), store.read(shard)):
             q = active[position]
@@ -527,7 +515,7 @@ def assemble(
                 raise ValueError(f"judge shards of {store.directory} do not match record {ids_of[q]}; delete them")
             sample = sampler.sample(entry["candidate_scores"], entry["positive_score"], ids_of[q])
             chosen = [int(ids[i]) for i in sample.indices]
-            with preloaded(records, [q, *candidate_rows[chosen].tolist()]):  # the row's items, read at once
+            with records.preloaded([q, *candidate_rows[chosen].tolist()]):  # the row's items, read at once
                 record = records[q]
                 negatives = [pools.candidates[c] for c in chosen]
                 writer.write(_mined_row(config, record, entry, sample, negatives, sims))
@@ -661,7 +649,7 @@ def mine(
     timings["embed"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    query_keys = _query_keys(records)
+    query_keys = records.query_keys
     retrieval_fp = _hash(
         embedder_fp,
         query_keys,
@@ -698,7 +686,7 @@ def mine(
         "duplicate_candidates": int(sum(pools.duplicates.values())),
         "duplicate_queries": len(query_keys) - len(distinct_rows(query_keys)[0]),
     }
-    ids = _record_ids(records)
+    ids = records.query_ids
     report = {
         "settings": _settings(config),
         "counts": counts,

@@ -13,7 +13,7 @@ import io
 import os
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -367,8 +367,3 @@ class RecordTable(Sequence[QueryRecord]):
         finally:
             for row in added:
                 self._window.pop(row, None)
-
-
-def preloaded(records: Sequence[QueryRecord], rows: Iterable[int]) -> AbstractContextManager[None]:
-    """:meth:`RecordTable.preloaded` for a table; nothing to do for records already in memory (a list)."""
-    return records.preloaded(rows) if isinstance(records, RecordTable) else nullcontext()

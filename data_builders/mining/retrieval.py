@@ -60,7 +60,7 @@ class CandidatePools:
         candidate_keys: per candidate, its content key (:class:`DigestKeys` for a :class:`RecordTable`).
     """
 
-    candidates: Sequence[Item]
+    candidates: CandidateItems
     pools: dict[str, np.ndarray]
     duplicates: dict[str, int]
     query_pool: list[str]
@@ -70,7 +70,7 @@ class CandidatePools:
     @property
     def candidate_rows(self) -> np.ndarray:
         """Per candidate, the record whose positive it is (the first one)."""
-        return self.candidates.rows if isinstance(self.candidates, CandidateItems) else np.arange(0)
+        return self.candidates.rows
 
 
 def _record_columns(records: Sequence[QueryRecord]) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
