@@ -141,22 +141,24 @@ def _from_sort_key(key: int) -> float:
 def _order_statistics(values: Sequence[float], ranks: Sequence[int]) -> dict[int, float]:
     """The ``rank``-th smallest of ``values`` (float32) for each rank, exactly, in constant memory.
 
-    Two counting passes over the 32-bit sort keys (upper 16 bits, then the lower 16 bits inside the bin that holds
-    the rank) pin down each order statistic's bits without sorting or copying the values.
+    Two counting passes over the 32-bit sort keys (upper 16 bits, then the lower 16 bits inside each bin that holds
+    a wanted rank) pin down each order statistic's bits without sorting or copying the values.
     """
     high = np.zeros(1 << 16, dtype=np.int64)
     for chunk in _chunks(values):
         high += np.bincount(_sort_keys(chunk) >> 16, minlength=1 << 16)
     high_end = np.cumsum(high)
+    tops = {rank: int(np.searchsorted(high_end, rank, side="right")) for rank in set(ranks)}
+    lows = {top: np.zeros(1 << 16, dtype=np.int64) for top in set(tops.values())}
+    for chunk in _chunks(values):
+        keys = _sort_keys(chunk)
+        upper = keys >> 16
+        for top, low in lows.items():
+            low += np.bincount(keys[upper == top] & 0xFFFF, minlength=1 << 16)
     out = {}
-    for rank in sorted(set(ranks)):
-        top = int(np.searchsorted(high_end, rank, side="right"))
-        low = np.zeros(1 << 16, dtype=np.int64)
-        for chunk in _chunks(values):
-            keys = _sort_keys(chunk)
-            low += np.bincount(keys[(keys >> 16) == top] & 0xFFFF, minlength=1 << 16)
+    for rank, top in tops.items():
         below = int(high_end[top - 1]) if top else 0
-        bottom = int(np.searchsorted(np.cumsum(low), rank - below, side="right"))
+        bottom = int(np.searchsorted(np.cumsum(lows[top]), rank - below, side="right"))
         out[rank] = _from_sort_key((top << 16) | bottom)
     return out
 
