@@ -82,12 +82,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def hardest_first(scores: Sequence[float]) -> list[int]:
+    """Indices of the negatives by judge score, hardest (highest score) first; ties keep the stored order."""
+    return sorted(range(len(scores)), key=lambda j: -float(scores[j]))
+
+
 def listwise_candidates(
     positive: Any, negatives: Sequence[Any], scores: Sequence[float], x: int, rng: random.Random
 ) -> tuple[list[Any], int]:
-    """The top-``x`` negatives by judge score (hardest first; ties keep stored order) with ``positive`` inserted at
-    a uniformly random position among all of them: ``(candidates, position of the positive)``."""
-    ranked = sorted(range(len(negatives)), key=lambda j: -float(scores[j]))
+    """The top-``x`` negatives by judge score (:func:`hardest_first`) with ``positive`` inserted at a uniformly
+    random position among all of them: ``(candidates, position of the positive)``."""
+    ranked = hardest_first(scores)
     top = [negatives[j] for j in ranked[:x]]
     position = rng.randrange(len(top) + 1)
     return top[:position] + [positive] + top[position:], position
@@ -208,7 +213,7 @@ class RerankerCollator:
         positive = prepare_item(record["positive"], f"record {index} positive")
         negatives = [prepare_item(n, f"record {index} negative {j}") for j, n in enumerate(negatives)]
         candidates, position = listwise_candidates(positive, negatives, scores[1:], self.num_list_negatives, self.rng)
-        hardest = sorted(range(len(negatives)), key=lambda j: -float(scores[1 + j]))[: self.num_pair_negatives]
+        hardest = hardest_first(scores[1:])[: self.num_pair_negatives]
         pairs = [{"query": query, "candidate": positive, "label": 1}]
         pairs += [{"query": query, "candidate": negatives[j], "label": 0} for j in hardest]
         if not self.listwise:
