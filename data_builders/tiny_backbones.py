@@ -230,3 +230,23 @@ def load_tiny_backbone(path: str | Path) -> tuple[torch.nn.Module, object]:
     """Load a folder written by :func:`build_tiny_backbone` the way any Hub checkpoint is loaded."""
     config = AutoConfig.from_pretrained(path)
     return AutoModelForImageTextToText.from_pretrained(path, config=config), AutoProcessor.from_pretrained(path)
+
+
+def scratch_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw every linear / convolution weight from N(0, 1/fan_in) (biases 0) and every embedding from N(0, 1).
+
+    Hugging Face initialises at ``initializer_range`` = 0.02 whatever the width, tuned for wide pretrained models;
+    a 64-wide model trained from scratch at that scale sits on the ``ln 2`` plateau (attention stays uniform and
+    the image tokens of different images have cosine ~0.9). Fan-in scaling is PyTorch's usual from-scratch scale.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in**0.5)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.Embedding):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+    return model

@@ -36,7 +36,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, Tr
 from .mini_mmeb.builder import MiniMMEBConfig, _ImageStore, build_train_rows, make_vocab, train_features
 from .mini_mmeb.scenes import describe
 from .mini_mmeb.tasks import caption_text
-from .tiny_backbones import build_tiny_backbone
+from .tiny_backbones import build_tiny_backbone, scratch_init_
 
 
 DESCRIBE = "Describe the image."
@@ -72,24 +72,6 @@ class PretrainExample:
 
 
 # ----------------------------------------------------------------------------------------------- model
-
-
-def scratch_init_(model: torch.nn.Module, seed: int) -> None:
-    """Weights of linear/conv layers from N(0, 1/fan_in), biases 0, embeddings N(0, 1).
-
-    The 0.02 init of Hugging Face configs leaves a 64–128-wide model on a loss plateau (``docs/judge_training.md``).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)):
-                module.weight.copy_(
-                    torch.randn(module.weight.shape, generator=generator) / module.weight[0].numel() ** 0.5
-                )
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, torch.nn.Embedding):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
 
 
 def build_tiny_vlm(kind: str = "qwen2_vl", size: TinyVLMSize | None = None, seed: int = 0) -> tuple[Any, Any]:
@@ -253,12 +235,13 @@ class PretrainSettings:
     logging_steps: int = 50
 
 
-def pretrain(
-    model: Any, processor: Any, corpus: Sequence[PretrainExample], settings: PretrainSettings, work_dir: str | Path
-) -> list[dict]:
-    """Train ``model`` in place on ``corpus``; returns the Trainer's log history (loss per ``logging_steps``)."""
-    args = TrainingArguments(
-        output_dir=str(work_dir),
+def tiny_training_arguments(output_dir: str | Path, settings: Any, **extra: Any) -> TrainingArguments:
+    """``TrainingArguments`` of the tiny demos' in-process runs (this pretraining, the tiny judge of
+    ``trainers/tiny_judge.py``): the optimisation fields of ``settings`` (``max_steps``, ``batch_size``,
+    ``learning_rate``, ``warmup_steps``, ``weight_decay``, ``lr_scheduler_type``, ``logging_steps``, ``seed``), no
+    checkpoints, reports or progress bar, a seeded data order, the GPU when there is one; ``extra`` adds fields."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
@@ -272,10 +255,16 @@ def pretrain(
         data_seed=settings.seed,
         use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=False,
-        remove_unused_columns=False,
         disable_tqdm=True,
-        max_grad_norm=1.0,
+        **extra,
     )
+
+
+def pretrain(
+    model: Any, processor: Any, corpus: Sequence[PretrainExample], settings: PretrainSettings, work_dir: str | Path
+) -> list[dict]:
+    """Train ``model`` in place on ``corpus``; returns the Trainer's log history (loss per ``logging_steps``)."""
+    args = tiny_training_arguments(work_dir, settings, remove_unused_columns=False, max_grad_norm=1.0)
     model.train()
     trainer = Trainer(
         model=model, args=args, train_dataset=_ListDataset(corpus), data_collator=PretrainCollator(processor)

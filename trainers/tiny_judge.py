@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from unime_v2.data_builders.tiny_backbones import scratch_init_
+from unime_v2.data_builders.tiny_pretrain import tiny_training_arguments
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
 from .reranker_trainer import RerankerCollator, UniMEV2RerankerTrainer
@@ -97,26 +99,6 @@ class TinyJudgeArguments:
             "help": "Worker processes building batches (1 measured slower on 2 cores: 52 s vs 33 s / 200 steps)."
         },
     )
-
-
-def scratch_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Re-draw every linear / convolution weight from N(0, 1/fan_in) (biases 0) and every embedding from N(0, 1).
-
-    Hugging Face initialises at ``initializer_range`` = 0.02 whatever the width, tuned for wide pretrained models;
-    a 64-wide model trained from scratch at that scale sits on the ``ln 2`` plateau (attention stays uniform and
-    the image tokens of different images have cosine ~0.9). Fan-in scaling is PyTorch's usual from-scratch scale.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in**0.5)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, torch.nn.Embedding):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
-    return model
 
 
 def set_image_side(processor: Any, side: int) -> None:
@@ -223,24 +205,7 @@ def train_tiny_judge(args: TinyJudgeArguments, log: Any = print) -> dict:
     log(f"untrained judge measured  [{time.time() - start:.1f} s]")
 
     with tempfile.TemporaryDirectory() as trainer_dir:  # Trainer's scratch folder (nothing is checkpointed)
-        training_args = TrainingArguments(
-            output_dir=trainer_dir,
-            max_steps=args.max_steps,
-            per_device_train_batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            warmup_steps=args.warmup_steps,
-            weight_decay=args.weight_decay,
-            lr_scheduler_type=args.lr_scheduler_type,
-            logging_steps=args.logging_steps,
-            save_strategy="no",
-            report_to=[],
-            seed=args.seed,
-            data_seed=args.seed,
-            use_cpu=not torch.cuda.is_available(),
-            dataloader_pin_memory=False,
-            dataloader_num_workers=args.dataloader_num_workers,
-            disable_tqdm=True,
-        )
+        training_args = tiny_training_arguments(trainer_dir, args, dataloader_num_workers=args.dataloader_num_workers)
         model.train()
         trainer = UniMEV2RerankerTrainer(
             model=model,
