@@ -47,10 +47,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def hub_id(name: str | None) -> str | None:
+    """``name`` when it reads as a Hub id (``owner/name``, not a local path), else ``None``."""
+    name = name or ""
+    return name if "/" in name and not name.startswith(("/", ".", "~")) and not Path(name).exists() else None
+
+
 def hub_base_model(config: Any) -> str | None:
     """The backbone's Hub id when it was loaded from the Hub (``owner/name``), else ``None`` (a local folder)."""
-    name = getattr(config.backbone_config, "_name_or_path", "") or ""
-    return name if "/" in name and not name.startswith(("/", ".", "~")) and not Path(name).exists() else None
+    return hub_id(getattr(config.backbone_config, "_name_or_path", None))
 
 
 def mining_summary(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,7 +203,7 @@ def training_record(
     ``<out>/report.json``); its judge and mining settings and counts go into the card.
     """
     report = find_mining_report(train_data) if train_data else None
-    hub_data = train_data if train_data and "/" in train_data and not Path(train_data).exists() else None
+    hub_data = hub_id(train_data)
     return {
         "training": dict(training),
         "train_data": train_data,
