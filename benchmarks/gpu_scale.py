@@ -61,7 +61,7 @@ import torch
 import transformers
 from peft import LoraConfig, get_peft_model
 from PIL import Image
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
 
 from unime_v2.data_builders.mining.judge_batched import score_encoded  # the judge core: see judge_core() below
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
@@ -163,6 +163,9 @@ class Settings:
     matmul_size: int = 8192
     budget_s: float = 420.0
     gradcache_chunks: list[int] = field(default_factory=lambda: [8, 2])
+    pack_tokens: tuple[int, int] = (512, 4096)
+    depth_divisor: int = 1  # > 1: the real widths at 1/N of the depth (a CPU check of ratios, not of the card)
+    variants: str = ""  # comma-separated name parts: time only the training variants that contain one
 
 
 def tiny_settings(device: str) -> Settings:
@@ -193,6 +196,7 @@ def tiny_settings(device: str) -> Settings:
         matmul_size=256,
         budget_s=600.0,
         gradcache_chunks=[2],
+        pack_tokens=(16, 256),
     )
 
 
@@ -340,6 +344,20 @@ def make_records(
 
 
 # ------------------------------------------------------------------------------------------------ models
+def shallow(shape: dict, divisor: int) -> dict:
+    """The published shape with 1/``divisor`` of its LM layers and vision blocks (widths unchanged)."""
+    if divisor == 1:
+        return shape
+    text, vision = dict(shape["text"]), dict(shape["vision"])
+    text["num_hidden_layers"] = max(1, round(text["num_hidden_layers"] / divisor))
+    vision["depth"] = max(1, round(vision["depth"] / divisor))
+    if "fullatt_block_indexes" in vision:
+        vision["fullatt_block_indexes"] = sorted(
+            {min(vision["depth"] - 1, i // divisor) for i in vision["fullatt_block_indexes"]}
+        )
+    return {"text": text, "vision": vision}
+
+
 def real_config(folder: Path, shape: dict, kind: str) -> Any:
     """The tiny backbone's config (its token ids) with the published model's widths, depths and vision tower."""
     config = AutoConfig.from_pretrained(folder)
@@ -448,8 +466,12 @@ def batch_lengths(batch: Any) -> tuple[list[int], list[int], int]:
     parts = batch["buckets"] if "buckets" in batch else [batch]
     lengths, patches, padded = [], [], 0
     for part in parts:
-        lengths += part["attention_mask"].sum(-1).tolist()
-        padded += part["attention_mask"].numel()
+        if "sequence_ends" in part:  # packed: a sequence's length is its last token's position + 1
+            positions = part["position_ids"][0] if part["position_ids"].dim() == 3 else part["position_ids"]
+            lengths += (positions.flatten()[part["sequence_ends"]] + 1).tolist()
+        else:
+            lengths += part["attention_mask"].sum(-1).tolist()
+        padded += part["input_ids"].numel()
         if part.get("image_grid_thw") is not None:
             patches += part["image_grid_thw"].prod(-1).tolist()
     return lengths, patches, padded
@@ -588,6 +610,7 @@ class Variant:
     checkpointing: bool = False
     nocast: bool = False
     preserve_rng: bool = True
+    vision_backward: bool = False  # transformers' input hooks (before this library's fix): the tower back-propagated
 
 
 def run_variant(
@@ -598,6 +621,10 @@ def run_variant(
     if variant.checkpointing:
         kwargs = {"use_reentrant": False, "preserve_rng_state": variant.preserve_rng}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if variant.vision_backward:  # transformers' default: every sub-model's input embeddings hooked
+            base = model.get_base_model()
+            base.disable_input_require_grads()
+            PreTrainedModel.enable_input_require_grads(base)
     else:
         model.gradient_checkpointing_disable()
     set_input_casting(model, not variant.nocast)
@@ -627,6 +654,7 @@ def run_variant(
         "gradient_checkpointing": variant.checkpointing,
         "lora_input_cast": not variant.nocast,
         "preserve_rng_state": variant.preserve_rng,
+        "vision_tower_backward": variant.vision_backward,
         "times_s": [round(t, 4) for t in times],
     }
 
@@ -644,6 +672,8 @@ def run_plan(
 ) -> None:
     """Run variants in order while time is left; a failing variant (out of memory, …) is recorded, not fatal."""
     for variant in plan:
+        if s.variants and not any(part in variant.name for part in s.variants.split(",")):
+            continue
         if report.left() < needs_s:
             report.data["skipped"].append(f"train/{variant.name}")
             continue
@@ -664,8 +694,11 @@ def run_plan(
         report.save()
 
 
-def collate(processor: Any, records: list[dict], buckets: int | None, device: str) -> Any:
-    """A prepared batch: the collator's one padded batch (``buckets=None``) or length buckets."""
+def collate(processor: Any, records: list[dict], buckets: int | None, device: str, pack: int = 0) -> Any:
+    """A prepared batch: the collator's one padded batch (``buckets=None``), length buckets, or (``pack`` > 0)
+    image items in one bucket and the text items packed padding-free into rows of ``pack`` tokens."""
+    if pack:
+        return to_device(UniMEV2Collator(processor, pack_text_tokens=pack)(records), device)
     wrapped = processor if buckets is None else LengthBucketProcessor(processor, text_buckets=buckets)
     return to_device(UniMEV2Collator(wrapped)(records), device)
 
@@ -739,7 +772,7 @@ def judge_flops(shape: dict, prefix: int, suffixes: Sequence[int], patches: int)
 
 def measure_judge(s: Settings, folder: Path, words: list[str], peak: float, report: dict) -> None:
     JudgeScorer, set_pixel_budget = judge_core()
-    vlm = build_vlm(folder, s, None if s.tiny else QWEN25_VL_7B, "qwen2_5_vl")
+    vlm = build_vlm(folder, s, None if s.tiny else shallow(QWEN25_VL_7B, s.depth_divisor), "qwen2_5_vl")
     processor = AutoProcessor.from_pretrained(folder)
     set_pixel_budget(processor, 28 * 28, s.image_size**2)
     judge = JudgeScorer(vlm, processor, batch_size=s.judge_candidates)
@@ -901,6 +934,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no_compile", action="store_true", help="skip the torch.compile extra (always off with --tiny)"
     )
+    parser.add_argument("--depth_divisor", type=int, default=1, help="real widths, 1/N of the layers (CPU checks)")
+    parser.add_argument("--batch", type=int, default=None, help="queries per training micro-batch (default 16)")
+    parser.add_argument("--dtype", default=None, help="default bfloat16 (float32 with --tiny)")
+    parser.add_argument("--variants", default="", help="comma-separated name parts: only these training variants")
     return parser.parse_args(argv)
 
 
@@ -910,6 +947,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     s = tiny_settings(device) if args.tiny else Settings(device=device)
     if args.budget_s:
         s = replace(s, budget_s=args.budget_s)
+    s = replace(s, depth_divisor=args.depth_divisor, variants=args.variants)
+    if args.batch:
+        s = replace(s, batch=args.batch)
+    if args.dtype:
+        s = replace(s, dtype=args.dtype)
     sections = set(args.sections.split(","))
     report = Report(args.out, s.budget_s)
     report.data["meta"] = {
@@ -933,7 +975,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     state: dict[str, Any] = {}
     with report.section("encode", needs_s=60) as r:
         if r is not None:
-            vlm = build_vlm(folders["qwen2_vl"], s, None if s.tiny else QWEN2_VL_2B, "qwen2_vl")
+            vlm = build_vlm(
+                folders["qwen2_vl"], s, None if s.tiny else shallow(QWEN2_VL_2B, s.depth_divisor), "qwen2_vl"
+            )
             state["embedder"] = wrap_embedder(vlm, folders["qwen2_vl"], s.image_size)
             state["shape"] = model_shape(vlm.model)
             r["model"] = state["shape"]
@@ -995,6 +1039,9 @@ def measure_train(
         Variant(f"buckets_b{b}_gc", bucketed, checkpointing=True),
         Variant(f"buckets_b{b}_gc_nocast", bucketed, checkpointing=True, nocast=True),
         Variant(f"buckets_b{b}_gc_nocast_norng", bucketed, checkpointing=True, nocast=True, preserve_rng=False),
+        Variant(
+            f"buckets_b{b}_gc_nocast_vision_backward", bucketed, checkpointing=True, nocast=True, vision_backward=True
+        ),
         Variant(f"buckets_b{big}_nocast", big_batch, nocast=True),
         Variant(f"buckets_b{big}_gc_nocast", big_batch, checkpointing=True, nocast=True),
         Variant(f"buckets_b{2 * big}_nocast", lambda: big_batch(2), nocast=True),
@@ -1044,14 +1091,22 @@ def measure_extras(
         report.save()
         b = s.batch
 
-        def varied(image_size: int | None = None, lengths: tuple[int, int] | None = None, buckets: int | None = 1):
+        def varied(
+            image_size: int | None = None,
+            lengths: tuple[int, int] | None = None,
+            buckets: int | None = 1,
+            pack: int = 0,
+        ):
             size = image_size or s.image_size
             rows = make_records(s, words, b, seed=7, lengths=lengths, image_size=size)
-            return lambda: collate(processor_for(processor, size), rows, buckets, s.device)
+            return lambda: collate(processor_for(processor, size), rows, buckets, s.device, pack)
 
+        short, long = s.pack_tokens
         plan = [
             Variant(f"padded_b{b}_text5-30_nocast", varied(lengths=(5, 30), buckets=None), nocast=True),
             Variant(f"buckets2_b{b}_text5-30_nocast", varied(lengths=(5, 30), buckets=2), nocast=True),
+            Variant(f"packed{short}_b{b}_text5-30_nocast", varied(lengths=(5, 30), pack=short), nocast=True),
+            Variant(f"packed{long}_b{b}_text5-30_nocast", varied(lengths=(5, 30), pack=long), nocast=True),
             Variant(f"padded_b{b}_672px_nocast", varied(image_size=2 * s.image_size, buckets=None), nocast=True),
             Variant(f"buckets_b{b}_672px_nocast", varied(image_size=2 * s.image_size), nocast=True),
         ]

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model=model,
         args=args,
         train_dataset=records,
-        data_collator=UniMEV2Collator(processor, length_buckets=args.length_buckets),
+        data_collator=UniMEV2Collator(processor, args.length_buckets, args.pack_text_tokens),
         processing_class=processor,
         mmeb_eval_rows=eval_rows,
         mmeb_image_root=data_args.eval_image_root,
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary.update(trainer.train(resume_from_checkpoint=checkpoint).metrics)
     if eval_rows is not None:
         summary.update(trainer.evaluate())
+    trainer.card_metrics = summary  # the card (the pushed one too) shows the evaluations before and after training
     trainer.save_model()  # merged model, adapter/, card; with push_to_hub: one commit (docs/publishing.md)
     trainer.save_state()
-    trainer.create_model_card(metrics=summary)
     trainer.save_metrics("all", summary)
     if args.should_log:
         print(json.dumps({"unime_v2_summary": summary}))

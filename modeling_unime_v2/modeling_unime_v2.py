@@ -59,9 +59,57 @@ def official_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
+def _check_layout(
+    attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, sequence_ends: torch.Tensor | None
+) -> bool:
+    """True for the packed layout (``sequence_ends``), False for the padded one; a mix of the two is an error."""
+    if sequence_ends is None:
+        if attention_mask is None:
+            raise ValueError("attention_mask is required (or sequence_ends and position_ids for a packed batch)")
+        return False
+    if attention_mask is not None or position_ids is None:
+        raise ValueError(
+            "a packed batch (sequence_ends) takes position_ids that restart at 0 for each sequence and no "
+            "attention_mask (trainers/bucketing.py, pack_text_batch)"
+        )
+    return True
+
+
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings."""
     return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def require_grads_from_trained_inputs(model: PreTrainedModel) -> None:
+    """``enable_input_require_grads`` for the UniME-V2 models: hook the LM's token embeddings (always trained, by
+    LoRA or in full) and another sub-model's input embeddings only if that sub-model has trainable parameters.
+
+    transformers' version hooks every sub-model's input embeddings, the frozen vision tower's patch embedding too.
+    Under gradient checkpointing (which calls it, as peft does) the vision tower's output then requires a gradient,
+    so every step recomputes the whole frozen vision tower and back-propagates through it for a gradient nothing
+    uses (docs/training.md, "Gradient checkpointing and the frozen vision tower"). The trained weights' gradients
+    are the same either way.
+    """
+    model.disable_input_require_grads()
+    token_embeddings = model.get_input_embeddings()
+
+    def require_grad(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+        output.requires_grad_(True)
+
+    hooks, seen = [], set()
+    for module in model.modules():
+        if not isinstance(module, PreTrainedModel):
+            continue
+        try:
+            embeddings = module.get_input_embeddings()
+        except NotImplementedError:
+            continue
+        if embeddings is None or id(embeddings) in seen:
+            continue
+        seen.add(id(embeddings))
+        if embeddings is token_embeddings or any(p.requires_grad for p in module.parameters()):
+            hooks.append(embeddings.register_forward_hook(require_grad))
+    model._require_grads_hooks = hooks
 
 
 class RemoteCodeSaving:
@@ -84,6 +132,10 @@ class UniMEV2PreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _no_split_modules = list(BACKBONE_NO_SPLIT_MODULES)
+
+    def enable_input_require_grads(self) -> None:
+        """Input gradients for checkpointed trained layers only; the frozen vision tower is left out."""
+        require_grads_from_trained_inputs(self)
 
 
 class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
@@ -149,8 +201,9 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
     def forward(
         self,
         input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        sequence_ends: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.LongTensor | None = None,
         mm_token_type_ids: torch.IntTensor | None = None,
@@ -167,6 +220,11 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
             input_ids, attention_mask: from :class:`UniMEV2Processor` (left or right padded).
             position_ids: optional override; by default the ``official`` format on a Qwen-VL backbone gets the
                 authors' 1-D positions (:func:`official_position_ids`), ``chat`` gets the backbone's own M-RoPE.
+            sequence_ends: the padding-free packed layout (docs/training.md, "Padding-free packing"): several
+                sequences per row, told apart by ``position_ids`` restarting at 0 (``(4, rows, length)`` on Qwen-VL:
+                text positions, then the three M-RoPE axes; ``(rows, length)`` otherwise), no ``attention_mask``;
+                ``sequence_ends`` holds the flat index (``row · length + column``) of each sequence's last token,
+                whose hidden state is its embedding. transformers then attends within each sequence only.
             pixel_values, image_grid_thw, mm_token_type_ids: Qwen-VL image inputs (``mm_token_type_ids`` is what
                 transformers uses to find image tokens for M-RoPE).
             image_sizes, batch_num_images: LLaVA-OneVision image inputs.
@@ -174,6 +232,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
                 :class:`UniMEV2Processor`): embedded as the token itself, never filled with image features.
             normalize: L2-normalise the embeddings; ``None`` follows ``config.normalize``.
         """
+        packed = _check_layout(attention_mask, position_ids, sequence_ends)
         backbone_inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.config.uses_mrope:
             if position_ids is None and self.config.prompt_format == "official":
@@ -192,8 +251,11 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         if self.config.uses_mrope and hasattr(self.backbone, "rope_deltas"):
             self.backbone.rope_deltas = None  # never reuse positions cached by an earlier call
         hidden = self.backbone(**backbone_inputs, use_cache=False).last_hidden_state
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        pooled = hidden[rows, last_token_indices(attention_mask).to(hidden.device)].float()
+        if packed:
+            pooled = hidden.flatten(0, 1)[sequence_ends.to(hidden.device)].float()
+        else:
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            pooled = hidden[rows, last_token_indices(attention_mask).to(hidden.device)].float()
         if self.config.normalize if normalize is None else normalize:
             pooled = F.normalize(pooled, dim=-1)
         return UniMEV2Output(embeddings=pooled, last_hidden_state=hidden if output_hidden_states else None)

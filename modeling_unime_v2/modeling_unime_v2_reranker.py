@@ -22,7 +22,13 @@ from transformers.utils import logging
 
 from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, IMAGE_MARKER
 from .configuration_unime_v2_reranker import UniMEV2RerankerConfig
-from .modeling_unime_v2 import RemoteCodeSaving, _hub_kwargs, load_supported_vlm, pop_config_fields
+from .modeling_unime_v2 import (
+    RemoteCodeSaving,
+    _hub_kwargs,
+    load_supported_vlm,
+    pop_config_fields,
+    require_grads_from_trained_inputs,
+)
 from .processing_unime_v2 import load_item_image
 from .prompting_unime_v2 import (
     JUDGE_TEMPLATE,
@@ -92,6 +98,10 @@ class UniMEV2RerankerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _no_split_modules = list(BACKBONE_NO_SPLIT_MODULES)
+
+    def enable_input_require_grads(self) -> None:
+        """Input gradients for checkpointed trained layers only; the frozen vision tower is left out."""
+        require_grads_from_trained_inputs(self)
 
 
 class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):

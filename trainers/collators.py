@@ -21,16 +21,21 @@ class UniMEV2Collator:
     ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids`` for Qwen-VL; ``pixel_values``, ``image_sizes``,
     ``batch_num_images`` for LLaVA-OneVision) plus ``judge_scores`` of shape ``(B, 1 + k)`` in fp32.
 
-    With ``length_buckets`` ≥ 1 the items go through :class:`~unime_v2.trainers.bucketing.LengthBucketProcessor`
-    instead (the output then holds ``buckets`` and ``bucket_rows``; the trainer embeds bucket by bucket).
+    With ``length_buckets`` ≥ 1 or ``pack_text_tokens`` ≥ 1 the items go through
+    :class:`~unime_v2.trainers.bucketing.LengthBucketProcessor` instead (the output then holds ``buckets`` and
+    ``bucket_rows``; the trainer embeds bucket by bucket).
 
     Args:
         processor: a :class:`~unime_v2.modeling_unime_v2.UniMEV2Processor` (``model.processor``).
         length_buckets: 0 for one padded batch, else the number of text length runs.
+        pack_text_tokens: 0, or the row length of the padding-free packed text items (image items then form one
+            bucket of their own; ``length_buckets`` is unused).
     """
 
-    def __init__(self, processor: Any, length_buckets: int = 0):
-        self.processor = LengthBucketProcessor(processor, length_buckets) if length_buckets else processor
+    def __init__(self, processor: Any, length_buckets: int = 0, pack_text_tokens: int = 0):
+        if length_buckets or pack_text_tokens:
+            processor = LengthBucketProcessor(processor, max(length_buckets, 1), pack_text_tokens)
+        self.processor = processor
 
     def __call__(self, records: Sequence[Mapping[str, Any]]) -> BatchFeature:
         if not records:

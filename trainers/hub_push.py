@@ -37,6 +37,10 @@ class HubMixin:
     """
 
     hub_artifact = "embedder"
+    card_metrics: Mapping[str, Any] | None = None
+    """The card's metrics when :meth:`create_model_card` gets none: set it before the final ``save_model()`` (as
+    ``examples/train.py`` does with the run summary) and the pushed card carries them too. ``Trainer.train()``
+    starts a new log history, so evaluations before training are not in it."""
 
     def card_settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -80,13 +84,15 @@ class HubMixin:
 
     def create_model_card(self, metrics: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Write ``README.md`` and the training record in ``output_dir``: settings, training data (and its mining
-        report), ``metrics`` (default: the evaluation metrics logged so far), library versions. Main process only."""
+        report), ``metrics`` (default: the evaluation metrics logged so far and :attr:`card_metrics`), library
+        versions. Main process only."""
         if not self.is_world_process_zero():
             return
         from unime_v2.hub_cards.model_card import training_record, write_model_card
 
         if metrics is None:
             metrics = {k: v for entry in self.state.log_history for k, v in entry.items() if k.startswith("eval_")}
+            metrics.update(self.card_metrics or {})
         shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "eval" in k}
         record = training_record(self.card_settings(), self.card_train_data(), shown)
         write_model_card(self.args.output_dir, self.hub_artifact, self.hub_repo_id(), record)

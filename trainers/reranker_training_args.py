@@ -115,7 +115,7 @@ def build_reranker(
         )
         model = get_peft_model(reranker, lora)
         if args.gradient_checkpointing:
-            reranker.backbone.enable_input_require_grads()
+            reranker.enable_input_require_grads()
     return model, reranker.processor
 
 

@@ -170,6 +170,14 @@ class UniMEV2TrainingArguments(TrainingArguments):
             "tokens (trainers/bucketing.py; measured in BENCHMARKS.md)."
         },
     )
+    pack_text_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "0: off. N >= 1: padding-free packing: text-only items laid end to end in rows of at most N "
+            "tokens, attention kept within each item through restarting position ids; image items in one forward "
+            "of their own (length_buckets is then unused). Same loss and gradients (trainers/bucketing.py)."
+        },
+    )
     # ---- TrainingArguments defaults changed for this trainer
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Must stay False: the collator consumes whole records."}
@@ -186,6 +194,8 @@ class UniMEV2TrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         if self.length_buckets < 0:
             raise ValueError(f"length_buckets must be >= 0 (0: no buckets), got {self.length_buckets}")
+        if self.pack_text_tokens < 0:
+            raise ValueError(f"pack_text_tokens must be >= 0 (0: no packing), got {self.pack_text_tokens}")
         super().__post_init__()
         _check_choice("loss_type", self.loss_type, LOSS_TYPES)
         _check_choice("negative_selection", self.negative_selection, NEGATIVE_SELECTIONS)

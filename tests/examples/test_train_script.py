@@ -138,17 +138,23 @@ def test_two_processes_follow_the_single_process_loss_curve(
         assert b == pytest.approx(a, rel=1e-4)
 
 
-def test_length_buckets_follow_the_padded_loss_curve(tmp_path: Path) -> None:
-    """``--length_buckets 2`` (image items in one forward, text items in two length runs) trains the same model as
-    the one padded batch: the first 5 logged losses agree, so the option only changes the padding computed."""
+def test_length_buckets_and_packing_follow_the_padded_loss_curve(tmp_path: Path) -> None:
+    """``--length_buckets 2`` (image items in one forward, text items in two length runs) and ``--pack_text_tokens
+    48`` (text items packed padding-free) train the same model as the one padded batch: the first 5 logged losses
+    agree, so the options only change the padding computed."""
     overrides = [*SHORT, "--max_steps", "5", "--save_strategy", "no", "--per_device_train_batch_size", "8"]
-    padded = start(train_command(tmp_path / "padded", *overrides), cwd=tmp_path)
-    bucketed = start(train_command(tmp_path / "bucketed", *overrides, "--length_buckets", "2"), cwd=tmp_path)
-    finish(padded), finish(bucketed)
-    padded, bucketed = logged_losses(tmp_path / "padded"), logged_losses(tmp_path / "bucketed")
-    assert len(padded) == len(bucketed) == 5 and len(set(padded)) == 5
-    for a, b in zip(padded, bucketed):
-        assert b == pytest.approx(a, rel=1e-4)
+    variants = {"padded": [], "bucketed": ["--length_buckets", "2"], "packed": ["--pack_text_tokens", "48"]}
+    runs = [
+        start(train_command(tmp_path / name, *overrides, *extra), cwd=tmp_path) for name, extra in variants.items()
+    ]
+    for process in runs:
+        finish(process)
+    padded, *others = [logged_losses(tmp_path / name) for name in variants]
+    assert len(padded) == 5 and len(set(padded)) == 5
+    for losses in others:
+        assert len(losses) == 5
+        for a, b in zip(padded, losses):
+            assert b == pytest.approx(a, rel=1e-4)
 
 
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path: Path) -> None:

@@ -36,9 +36,10 @@ def _check_pushed(hub, out: Path, repo_id: str, model_class: str) -> dict[str, b
 
 
 def test_embedder_training_pushes_the_merged_model_in_one_commit(tmp_path, recording_hub):
+    """The pushed card is the local one, with the evaluation before training (a new log history) and after it."""
     out = tmp_path / "run"
     argv = ["--config", str(REPO / "examples" / "configs" / "tiny.yaml"), "--output_dir", str(out)]
-    argv += ["--eval_data", "none", "--mini_mmeb_train_per_task", "8", "--max_steps", "2", "--warmup_steps", "0"]
+    argv += ["--mini_mmeb_train_per_task", "8", "--max_steps", "2", "--warmup_steps", "0"]
     argv += ["--save_strategy", "steps", "--save_steps", "1", "--disable_tqdm", "true", "--report_to", "none"]
     argv += ["--push_to_hub", "true", "--hub_model_id", "me/unime-v2-tiny", "--hub_strategy", "every_save"]
     _main("train.py")(argv)
@@ -46,6 +47,9 @@ def test_embedder_training_pushes_the_merged_model_in_one_commit(tmp_path, recor
     record = json.loads(files["unime_v2_training.json"])
     assert record["training"]["steps"] == 2 and record["training"]["LoRA"] == "r=16, alpha=64, dropout=0.0"
     assert "| loss | symmetric_kl |" in files["README.md"].decode()
+    assert files["README.md"] == (out / "README.md").read_bytes()
+    assert files["unime_v2_training.json"] == (out / "unime_v2_training.json").read_bytes()
+    assert {"eval_untrained_precision_at_1", "eval_precision_at_1"} <= record["metrics"].keys()
     assert not any(name.startswith("checkpoint-") for name in files)
 
 

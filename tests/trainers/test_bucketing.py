@@ -18,6 +18,7 @@ from unime_v2.trainers import (
     build_embedder,
     embed_inputs,
 )
+from unime_v2.trainers.bucketing import pack_text_batch
 
 
 WORDS = "red green blue small large circle square star on the left of a picture".split()
@@ -129,3 +130,104 @@ def test_collator_length_buckets_setting_wraps_the_processor(tiny_qwen2_vl_dir: 
     ]
     assert [r.tolist() for r in setting["bucket_rows"]] == [r.tolist() for r in wrapped["bucket_rows"]]
     assert "buckets" not in UniMEV2Collator(model.processor, length_buckets=0)(records())
+
+
+# ------------------------------------------------------------------------------------ padding-free packing
+@pytest.mark.parametrize(
+    ("kind", "prompt_format", "padding_side"),
+    [
+        ("qwen2_vl", "official", "left"),
+        ("qwen2_vl", "chat", "right"),
+        ("qwen2_5_vl", "official", "right"),
+        ("qwen2_5_vl", "chat", "left"),
+        ("llava_onevision", "chat", "left"),
+    ],
+)
+@pytest.mark.parametrize("pack_text_tokens", [1, 24, 4096])
+def test_packed_embeddings_equal_the_padded_batch(
+    kind: str, prompt_format: str, padding_side: str, pack_text_tokens: int, tiny_backbone_dirs: dict[str, Path]
+) -> None:
+    """Each text item packed padding-free (one per row, several per row, all in one row) embeds as it does padded."""
+    model = UniMEV2Model.from_backbone(
+        str(tiny_backbone_dirs[kind]), dtype=torch.float32, prompt_format=prompt_format, padding_side=padding_side
+    )
+    padded = UniMEV2Collator(model.processor)(records())
+    packed = UniMEV2Collator(model.processor, pack_text_tokens=pack_text_tokens)(records())
+    text = packed["buckets"][-1]
+    assert "attention_mask" not in text and text["position_ids"].shape[-2:] == text["input_ids"].shape
+    with torch.no_grad():
+        expected = model(**{k: v for k, v in padded.items() if k != "judge_scores"}).embeddings
+        got = embed_inputs(model, packed)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_packing_lays_every_token_once_in_bounded_rows(tiny_qwen2_vl_dir: Path) -> None:
+    model = UniMEV2Model.from_backbone(str(tiny_qwen2_vl_dir), dtype=torch.float32)
+    items = [{"text": " ".join(WORDS[: 1 + (7 * i) % 14]), "image": None} for i in range(20)]
+    padded = model.processor(items)
+    packed, rows = pack_text_batch(padded, torch.arange(20), 40, pad_token_id=-1, mrope=True)
+    lengths = padded["attention_mask"].sum(-1)
+    assert sorted(rows.tolist()) == list(range(20))
+    assert packed["input_ids"].shape[1] == 40 and int((packed["input_ids"] != -1).sum()) == int(lengths.sum())
+    assert packed["position_ids"].shape == (4, *packed["input_ids"].shape)
+    flat_ids = packed["input_ids"].flatten()
+    for end, item in zip(packed["sequence_ends"].tolist(), rows.tolist(), strict=True):
+        n = int(lengths[item])
+        real = padded["input_ids"][item][padded["attention_mask"][item].bool()]
+        assert torch.equal(flat_ids[end - n + 1 : end + 1], real)  # the item's tokens, contiguous, ending there
+        assert packed["position_ids"][0].flatten()[end] == n - 1
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+
+
+def test_packed_batch_needs_restarting_positions(tiny_qwen2_vl_dir: Path) -> None:
+    """The boundaries come from the position ids: with one running position per row the items would attend to
+    each other (different embeddings), and a packed batch without positions or with a mask is refused."""
+    model = UniMEV2Model.from_backbone(str(tiny_qwen2_vl_dir), dtype=torch.float32)
+    items = [{"text": " ".join(WORDS[: 3 + i]), "image": None} for i in range(4)]
+    packed, rows = pack_text_batch(model.processor(items), torch.arange(4), 4096, mrope=True)
+    running = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand(4, 1, -1))
+    with torch.no_grad():
+        expected = model.encode(items)[rows]
+        torch.testing.assert_close(model(**packed).embeddings, expected, atol=2e-5, rtol=1e-4)
+        assert (model(**running).embeddings - expected).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="position_ids that restart at 0"):
+        model(**{k: v for k, v in packed.items() if k != "position_ids"})
+    with pytest.raises(ValueError, match="no attention_mask"):
+        model(**packed, attention_mask=torch.ones_like(packed["input_ids"]))
+
+
+def test_trainer_loss_and_gradients_with_packing_equal_the_padded_batch(
+    tiny_qwen2_vl_dir: Path, tmp_path: Path
+) -> None:
+    args = UniMEV2TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", save_strategy="no", lora_dropout=0.0
+    )
+    torch.manual_seed(0)
+    model = build_embedder(str(tiny_qwen2_vl_dir), args)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(1)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    processor = base_embedder(model).processor
+    trainer = UniMEV2Trainer(model=model, args=args, data_collator=UniMEV2Collator(processor))
+    trainer.current_gradient_accumulation_steps = 1
+    results = []
+    for collator in (UniMEV2Collator(processor), UniMEV2Collator(processor, pack_text_tokens=32)):
+        model.zero_grad(set_to_none=True)
+        loss = trainer.training_step(model, collator(records()))
+        results.append((float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    for name, gradient in grads_a.items():
+        assert (gradient - grads_b[name]).abs().max() <= 1e-5 * max(1.0, gradient.abs().max().item()), name
+
+
+def test_pack_text_tokens_must_not_be_negative(tiny_qwen2_vl_dir: Path) -> None:
+    model = UniMEV2Model.from_backbone(str(tiny_qwen2_vl_dir), dtype=torch.float32)
+    with pytest.raises(ValueError, match="pack_text_tokens must be >= 0"):
+        LengthBucketProcessor(model.processor, pack_text_tokens=-1)
+    with pytest.raises(ValueError, match="pack_text_tokens must be >= 0"):
+        UniMEV2TrainingArguments(output_dir="unused", pack_text_tokens=-2)
+    with pytest.raises(ValueError, match="text-only batches"):
+        pack_text_batch(model.processor([{"text": "<|image_1|> a", "image": colour_image(0)}]), torch.arange(1), 8)

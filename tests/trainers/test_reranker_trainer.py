@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainingArguments
 
 from unime_v2.data_builders.formats.judge_pairs import (
@@ -405,3 +406,30 @@ def test_quality_of_trivial_scorers(mini_train):
     quality = judge_quality(Constant(), mini_train, num_candidates=2, seed=0)
     assert quality.auc == 0.5 and quality.query_auc == 0.5 and math.isnan(quality.spearman)
     assert quality.num_queries == len(mini_train) and len(quality.per_dataset) == 9
+
+
+@pytest.mark.parametrize(("use_lora", "freeze_vision_tower"), [(True, False), (False, True), (False, False)])
+def test_gradient_checkpointing_leaves_a_frozen_vision_tower_out_of_backward(
+    use_lora: bool, freeze_vision_tower: bool, tiny_backbone_dirs, tmp_path
+):
+    """With gradient checkpointing the LM input needs a gradient; a frozen vision tower's output does not (else
+    every step recomputes and back-propagates the whole tower for nothing), a trained one's does. LoRA adapts the
+    LM only, so with LoRA the tower is frozen whatever ``freeze_vision_tower`` says."""
+    from unime_v2.trainers.reranker_training_args import (
+        UniMEV2RerankerDataArguments,
+        UniMEV2RerankerTrainingArguments,
+        build_reranker,
+    )
+
+    args = UniMEV2RerankerTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_checkpointing=True,
+        freeze_vision_tower=freeze_vision_tower, use_lora=use_lora,
+    )  # fmt: skip
+    data_args = UniMEV2RerankerDataArguments(backbone_dtype="float32")
+    model, processor = build_reranker(data_args, args, str(tiny_backbone_dirs["qwen2_5_vl"]))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as Trainer does
+    backbone = (model.get_base_model() if use_lora else model).backbone.model
+    image = processor.image_processor(images=[Image.new("RGB", (64, 64), (9, 99, 199))], return_tensors="pt")
+    tower_out = backbone.visual(image["pixel_values"], grid_thw=image["image_grid_thw"])
+    assert tower_out.pooler_output.requires_grad is not (use_lora or freeze_vision_tower)
+    assert backbone.get_input_embeddings()(torch.tensor([[1, 2]])).requires_grad

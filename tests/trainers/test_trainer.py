@@ -113,6 +113,37 @@ def test_accumulated_micro_batches_give_the_large_batch_gradient(
         assert (gradient - captured[4][name]).abs().max().item() <= 1e-5 * max(1.0, gradient.abs().max().item()), name
 
 
+@pytest.mark.parametrize(("kind", "reentrant"), [("qwen2_vl", False), ("qwen2_vl", True), ("llava_onevision", False)])
+def test_gradient_checkpointing_gives_the_same_gradients_without_the_frozen_vision_tower(
+    kind: str, reentrant: bool, tiny_backbone_dirs: dict[str, Path], records: TrainingRecords, tmp_path: Path
+) -> None:
+    """Through ``Trainer.train()``, gradient checkpointing (reentrant or not) gives the LoRA gradients of the plain
+    step, and the frozen vision tower's output needs no gradient (transformers' default hooks its patch embedding,
+    which recomputes and back-propagates the whole tower every step)."""
+    captured = {}
+    for checkpointing in (False, True):
+        capture = GradientCapture()
+        args = training_args(
+            tmp_path / f"{checkpointing}",
+            per_device_train_batch_size=4,
+            max_steps=1,
+            gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": reentrant},
+        )
+        trainer = make_trainer(tiny_backbone_dirs[kind], args, records, callbacks=[capture])
+        backbone = base_embedder(trainer.model).backbone
+        tower = getattr(backbone, "visual", None) or backbone.vision_tower
+        needs_grad: list[bool] = []
+        tower.register_forward_hook(lambda module, args, output, seen=needs_grad: seen.append(output[0].requires_grad))
+        trainer.train()
+        assert needs_grad == [False] and trainer.model.is_gradient_checkpointing == checkpointing
+        captured[checkpointing] = capture.gradients
+    assert any("lora_A" in n for n in captured[True]) and captured[True].keys() == captured[False].keys()
+    for name, gradient in captured[False].items():
+        assert gradient.abs().max() > 0, name
+        assert (gradient - captured[True][name]).abs().max() <= 1e-5 * max(1.0, gradient.abs().max().item()), name
+
+
 def test_lora_adapts_only_the_language_model(tiny_backbone_dirs: dict[str, Path], tmp_path: Path) -> None:
     """Every q,k,v,o,gate,up,down projection of the LM decoder gets LoRA; the vision tower none (Qwen2.5-VL's
     vision MLP and LLaVA-OV's SigLIP attention share those names)."""
