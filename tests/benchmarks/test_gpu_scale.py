@@ -66,11 +66,18 @@ def test_every_measurement_is_present(result: dict) -> None:
         "buckets_b4_gc_nocast",
         "buckets_b8_nocast",
         "buckets_b2_gc_recipe_dora_dropout0.1",
+        "buckets_b2_gc_nocast_vision_backward",
+        "padded_b2_text5-30_nocast",
+        "packed16_b2_text5-30_nocast",
+        "packed256_b2_text5-30_nocast",
     )
     for name in names:
         assert {"queries_per_s", "lm_tokens_per_s", "peak_memory_gb", "mfu_lora", "mfu_6nt"} <= set(train[name])
     assert train["buckets_b2"]["padded_tokens"] < train["padded_b2"]["padded_tokens"]
     assert train["buckets_b2"]["real_tokens"] == train["padded_b2"]["real_tokens"]
+    padded, packed = train["padded_b2_text5-30_nocast"], train["packed256_b2_text5-30_nocast"]
+    assert packed["real_tokens"] == padded["real_tokens"] and packed["padded_tokens"] < padded["padded_tokens"]
+    assert train["buckets_b2_gc_nocast_vision_backward"]["vision_tower_backward"] is True
     judge = result["judge"]["pairs_per_s"]
     assert {"a_generate_per_pair", "b_batched_full_pairs", "c_prefix_shared"} <= set(judge)
     assert any(name.startswith("d_model_only_2") for name in judge)
