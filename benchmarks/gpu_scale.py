@@ -150,6 +150,7 @@ class Settings:
     steps: int = 5
     encode_image_batch: int = 64
     encode_text_batch: int = 256
+    encode_workers: int = 8
     judge_candidates: int = 50
     judge_queries: int = 16
     queries_per_forward: list[int] = field(default_factory=lambda: [1, 4, 16])
@@ -183,6 +184,7 @@ def tiny_settings(device: str) -> Settings:
         steps=2,
         encode_image_batch=4,
         encode_text_batch=8,
+        encode_workers=2,
         judge_candidates=4,
         judge_queries=3,
         queries_per_forward=[1, 2],
@@ -530,6 +532,12 @@ def measure_encode(s: Settings, model: UniMEV2Model, words: list[str], report: d
     model.encode(images, batch_size=s.encode_image_batch)
     sync(s.device)
     report["encode_api_image_items_per_s"] = round(len(images) / (time.perf_counter() - start), 1)
+    many = images * 4  # several batches, so that preparing the next one can overlap the model
+    for workers in (0, s.encode_workers):
+        start = time.perf_counter()
+        model.encode(many, batch_size=s.encode_image_batch // 2, num_workers=workers)
+        sync(s.device)
+        report[f"encode_api_image_items_per_s_{workers}_workers"] = round(len(many) / (time.perf_counter() - start), 1)
 
 
 def processor_for(processor: UniMEV2Processor, image_size: int) -> UniMEV2Processor:

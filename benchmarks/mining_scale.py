@@ -58,7 +58,7 @@ def _seed(text: str, image: Any) -> int:
 class StubEmbedder:
     """``encode`` like ``UniMEV2Model.encode``: a (n, 64) tensor, one hash-seeded random vector per item."""
 
-    def encode(self, items: list[dict[str, Any]], batch_size: int = 16) -> Any:
+    def encode(self, items: list[dict[str, Any]], batch_size: int = 16, num_workers: int = 0) -> Any:
         import torch
 
         rows = [np.random.default_rng(_seed(i["text"], i["image"])).standard_normal(STUB_DIM) for i in items]

@@ -10,6 +10,7 @@ The backbone is the upstream transformers *base* model (``Qwen2VLModel``, ``Qwen
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -306,33 +307,33 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         convert_to_numpy: bool = False,
         convert_to_tensor: bool = False,
         normalize_embeddings: bool | None = None,
+        num_workers: int = 0,
     ) -> Any:
         """Embed MMEB items (``{"text": str | None, "image": PIL | path | None}``, the instruction inside the text)
         → float tensor ``(n, d)`` on CPU: the exact MMEB path, each item as it is.
 
         ``convert_to_numpy`` returns a numpy array instead (``convert_to_tensor`` wins when both are set, as in
         sentence-transformers); ``normalize_embeddings`` overrides ``config.normalize`` (L2 norm);
-        ``show_progress_bar`` counts items. Errors name the offending item by its index in ``items``.
+        ``show_progress_bar`` counts items. ``num_workers`` > 0 prepares batches (image loading, resizing,
+        tokenisation) in that many ``DataLoader`` worker processes while the model runs, as training does; the
+        embeddings are the same. Errors name the offending item by its index in ``items``.
         """
         if self.processor is None:
             raise ValueError("this model has no processor attached; load it with from_pretrained/from_backbone")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         was_training = self.training
         self.eval()
         chunks = [torch.empty(0, self.config.hidden_size)]
         bar = logging.tqdm(total=len(items), desc="encode", unit="item", disable=not show_progress_bar)
-        for start in range(0, len(items), batch_size):
-            batch_items = items[start : start + batch_size]
-            try:
-                batch = self.processor(batch_items)
-            except (ValueError, FileNotFoundError, TypeError) as error:
-                raise type(error)(_shift_item_index(str(error), start)) from error
+        for count, batch in _processed_batches(self.processor, items, batch_size, num_workers, self.device):
             batch = batch.to(self.device)
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
             chunks.append(self(**batch, normalize=normalize_embeddings).embeddings.cpu())
-            bar.update(len(batch_items))
+            bar.update(count)
         bar.close()
         self.train(was_training)
         embeddings = torch.cat(chunks)
@@ -366,6 +367,52 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         if isinstance(queries, torch.Tensor) or isinstance(candidates, torch.Tensor):
             return scores
         return scores.numpy()
+
+
+class _ProcessedChunks(torch.utils.data.Dataset):
+    """Chunk ``i`` of ``items``, processed: ``(number of items, batch)``, or ``(error, None)`` so that a failure in
+    a worker process reaches the caller as the processor's own error, its item index shifted to ``items``."""
+
+    def __init__(self, processor: Any, items: Sequence[Mapping[str, Any]], batch_size: int):
+        self.processor, self.items, self.batch_size = processor, items, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        start = index * self.batch_size
+        chunk = self.items[start : start + self.batch_size]
+        try:
+            return len(chunk), self.processor(chunk)
+        except (ValueError, FileNotFoundError, TypeError) as error:
+            return type(error)(_shift_item_index(str(error), start)), None
+
+
+def _processed_batches(
+    processor: Any, items: Sequence[Mapping[str, Any]], batch_size: int, num_workers: int, device: torch.device
+) -> Any:
+    """``(number of items, processed batch)`` for consecutive chunks of ``items``, in order; prepared in the calling
+    process (``num_workers`` 0) or ahead of use in ``DataLoader`` workers."""
+    dataset = _ProcessedChunks(processor, items, batch_size)
+    chunks: Any = (dataset[i] for i in range(len(dataset)))
+    if num_workers:
+        chunks = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=_as_is,
+            pin_memory=torch.device(device).type == "cuda",
+            # fork where there is one: the workers need no CUDA, and a forked worker has this (remote-code) module
+            multiprocessing_context="fork" if "fork" in multiprocessing.get_all_start_methods() else None,
+        )
+    for count, batch in chunks:
+        if batch is None:
+            raise count
+        yield count, batch
+
+
+def _as_is(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    return pair
 
 
 def _shift_item_index(message: str, offset: int) -> str:

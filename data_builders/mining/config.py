@@ -78,6 +78,11 @@ class MiningConfig:
     )
     embed_batch_size: int = _help(16, "Items per embedder forward.")
     embed_chunk_size: int = _help(1024, "Items per cached embedding file (the unit of resumption).")
+    embed_num_workers: int = _help(
+        0,
+        "DataLoader worker processes that prepare the embedder's batches (image loading, resizing, tokenisation) "
+        "while it runs; 0: in the main process. The embeddings are the same.",
+    )
     # ---- retrieval
     pool: str = _help(
         "global",
@@ -167,6 +172,10 @@ class MiningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MiningConfig.{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.embed_num_workers, bool) or not isinstance(self.embed_num_workers, int):
+            raise ValueError(f"MiningConfig.embed_num_workers must be an int >= 0, got {self.embed_num_workers!r}")
+        if self.embed_num_workers < 0:
+            raise ValueError(f"MiningConfig.embed_num_workers must be an int >= 0, got {self.embed_num_workers!r}")
         if self.max_queries is not None and self.max_queries < 1:
             raise ValueError(f"MiningConfig.max_queries must be >= 1 or None, got {self.max_queries!r}")
         if self.image_storage not in IMAGE_STORAGES:

@@ -131,15 +131,17 @@ def _encoder(
     name: Callable[[int], str],
     load: Callable[[], Any],
     batch_size: int,
+    num_workers: int = 0,
 ):
     """``encode(range) -> array`` of the ``side`` item of records ``rows[range]`` with the (lazily loaded)
-    embedder, reading those records in one batch; errors name the records."""
+    embedder, reading those records in one batch (batches prepared in ``num_workers`` processes); errors name the
+    records."""
 
     def encode(chunk: range) -> np.ndarray:
         with records.preloaded(rows[chunk.start : chunk.stop]):
             batch = [getattr(records[int(rows[i])], side).embedder_item(name(i)) for i in chunk]
         try:
-            return load().encode(batch, batch_size=batch_size).float().numpy()
+            return load().encode(batch, batch_size=batch_size, num_workers=num_workers).float().numpy()
         except (ValueError, TypeError, FileNotFoundError) as error:
             match = re.match(r"item (\d+):", str(error))
             where = name(chunk.start + int(match.group(1))) if match else f"items {chunk.start}..{chunk.stop - 1}"
@@ -209,7 +211,7 @@ def embed_all(
         def name(i: int, rows: np.ndarray = rows, side: str = side) -> str:
             return f"record {ids[int(rows[i])]} ({side})"
 
-        encode = _encoder(records, rows, side, name, load, config.embed_batch_size)
+        encode = _encoder(records, rows, side, name, load, config.embed_batch_size, config.embed_num_workers)
         array = cache.embed(keys, encode, state, config.progress, f"embed {what}", memmap=True)
         _check_finite_in_chunks(array, name, kind)
         embeddings.append(array)

@@ -81,7 +81,7 @@ def test_every_measurement_is_present(result: dict) -> None:
     judge = result["judge"]["pairs_per_s"]
     assert {"a_generate_per_pair", "b_batched_full_pairs", "c_prefix_shared"} <= set(judge)
     assert any(name.startswith("d_model_only_2") for name in judge)
-    assert {"image_items", "text_items"} <= set(result["encode"])
+    assert {"image_items", "text_items", "encode_api_image_items_per_s_2_workers"} <= set(result["encode"])
     assert result["retrieval"]["torch_fp32_queries_per_s"] > 0
     assert result["extras"]["gradcache"]["chunks_of_2"]["queries_per_s"] > 0
 

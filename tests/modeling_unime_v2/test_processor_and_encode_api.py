@@ -56,6 +56,7 @@ for name, folder in json.load(open(folders)).items():
         "keys": sorted(inputs.keys()),
         "forward": forward,
         "encode": model.encode(items),
+        "encode_workers": model.encode(items, batch_size=1, num_workers=2),
     }
 torch.save(results, out_file)
 """
@@ -106,6 +107,7 @@ def test_auto_processor_then_forward_equals_encode_in_a_clean_process(kind, prom
     assert "text_image_token_mask" in result["keys"]  # the WebQA-style item went through the standard route too
     torch.testing.assert_close(result["forward"], result["encode"], atol=ATOL, rtol=0)
     torch.testing.assert_close(result["forward"], result["expected"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(result["encode_workers"], result["expected"], atol=ATOL, rtol=0)  # remote code, workers
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +185,22 @@ def test_progress_bar_counts_items_not_batches(qwen, capsys):
     qwen.encode_query([f"text number {i}" for i in range(5)], batch_size=2, show_progress_bar=True)
     bar = capsys.readouterr().err
     assert "5/5" in bar and "item" in bar, bar
+
+
+def test_encode_with_worker_processes_gives_the_same_embeddings(qwen, image_files):
+    items = _mmeb_items(image_files) * 3
+    expected = qwen.encode(items, batch_size=5)
+    for num_workers in (1, 3):
+        torch.testing.assert_close(qwen.encode(items, batch_size=5, num_workers=num_workers), expected, atol=0, rtol=0)
+
+
+def test_worker_errors_name_the_item_in_the_callers_list(qwen, tmp_path):
+    items = [{"text": f"text {i}", "image": None} for i in range(9)]
+    items[7] = {"text": "<|image_1|> a", "image": str(tmp_path / "missing.png")}
+    with pytest.raises(FileNotFoundError, match="item 7: image file"):
+        qwen.encode(items, batch_size=2, num_workers=2)
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        qwen.encode(items, num_workers=-1)
 
 
 def test_bad_inputs_name_the_item(qwen, tmp_path):

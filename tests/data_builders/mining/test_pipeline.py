@@ -300,6 +300,22 @@ def test_several_queries_per_judge_forward_give_the_same_mined_rows(small_run, t
         config_for(config.data, tmp_path, tiny_backbone_dirs, judge_queries_per_forward=0)
 
 
+def test_embedding_batches_prepared_in_workers_give_the_same_dataset(small_run, tmp_path, tiny_backbone_dirs):
+    """``embed_num_workers=2``: the same embeddings (cache files byte-equal), hence the same mined rows."""
+    config, first = small_run
+    workers = config_for(
+        config.data, tmp_path / "out", tiny_backbone_dirs, embed_num_workers=2, cache_dir=str(tmp_path / "cache")
+    )
+    again = mine(workers)
+    assert again.dataset.data.table.equals(first.dataset.data.table)
+    ours = sorted((tmp_path / "cache" / "embeddings").glob("*.npy"))
+    theirs = sorted((config.resolved_cache_dir / "embeddings").glob("*.npy"))
+    assert ours and [f.name for f in ours] == [f.name for f in theirs]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(ours, theirs))
+    with pytest.raises(ValueError, match="embed_num_workers must be an int >= 0"):
+        config_for(config.data, tmp_path, tiny_backbone_dirs, embed_num_workers=-1)
+
+
 def test_empty_pool_raises_by_default_naming_the_query(small_run, tmp_path, tiny_backbone_dirs):
     config, _ = small_run
     strict = config_for(
@@ -352,23 +368,25 @@ def path_rows(root: Path) -> list[dict]:
     return rows
 
 
-def path_config(data: str, tmp_path: Path, root: Path, dirs: dict) -> MiningConfig:
+def path_config(data: str, tmp_path: Path, root: Path, dirs: dict, **overrides) -> MiningConfig:
     return config_for(
         data,
         tmp_path / "out",
         dirs,
         image_root=str(root),
         columns={"query_image": "qry_image_path", "pos_image": "pos_image_path"},
+        **overrides,
     )
 
 
-def test_missing_image_file_raises_naming_record_and_file(tmp_path, tiny_backbone_dirs):
+@pytest.mark.parametrize("embed_num_workers", [0, 2])
+def test_missing_image_file_raises_naming_record_and_file(tmp_path, tiny_backbone_dirs, embed_num_workers):
     root = tmp_path / "mmeb"
     rows = path_rows(root)
     rows[4]["qry_image_path"] = "images/lost.png"
     data = save_source(rows, tmp_path / "source", PATH_FEATURES)
     with pytest.raises(FileNotFoundError, match=r"record A-4 \(row 4\).*images/lost.png"):
-        mine(path_config(data, tmp_path, root, tiny_backbone_dirs))
+        mine(path_config(data, tmp_path, root, tiny_backbone_dirs, embed_num_workers=embed_num_workers))
 
 
 def test_corrupt_image_raises_naming_record_and_file(tmp_path, tiny_backbone_dirs):
