@@ -385,7 +385,9 @@ class _ProcessedChunks(torch.utils.data.Dataset):
         try:
             return len(chunk), self.processor(chunk)
         except (ValueError, FileNotFoundError, TypeError) as error:
-            return type(error)(_shift_item_index(str(error), start)), None
+            shifted = type(error)(_shift_item_index(str(error), start))
+            shifted.__cause__ = error
+            return shifted, None
 
 
 def _processed_batches(

@@ -115,18 +115,23 @@ def test_saved_model_loads_with_automodel_in_a_new_process(tiny_run: tuple[Path,
 
 
 @pytest.mark.parametrize(
-    ("loss_type", "length_buckets"), [("symmetric_kl", "0"), ("infonce", "0"), ("symmetric_kl", "2")]
+    ("loss_type", "layout"),
+    [
+        ("symmetric_kl", ["--length_buckets", "0"]),
+        ("infonce", ["--length_buckets", "0"]),
+        ("symmetric_kl", ["--length_buckets", "2"]),
+        ("symmetric_kl", ["--pack_text_tokens", "48"]),
+    ],
+    ids=["symmetric_kl", "infonce", "buckets", "packed"],
 )
-def test_two_processes_follow_the_single_process_loss_curve(
-    loss_type: str, length_buckets: str, tmp_path: Path
-) -> None:
+def test_two_processes_follow_the_single_process_loss_curve(loss_type: str, layout: list[str], tmp_path: Path) -> None:
     """Same global batch (8 = 1 x 8 = 2 x 4), same seed: the first 5 logged losses agree. For InfoNCE this needs
-    the cross-process gather of in-batch candidates with gradients for the local shard; with length buckets, DDP
-    sees several forward calls of the model before one backward (the two processes run bucketed, the reference
-    padded)."""
+    the cross-process gather of in-batch candidates with gradients for the local shard; with length buckets or
+    packing, DDP sees several forward calls of the model before one backward (the two processes run bucketed or
+    packed, the reference padded)."""
     overrides = [*SHORT, "--max_steps", "5", "--save_strategy", "no", "--loss_type", loss_type]
     one = start(train_command(tmp_path / "one", *overrides, "--per_device_train_batch_size", "8"), cwd=tmp_path)
-    overrides += ["--length_buckets", length_buckets]
+    overrides += layout
     two = start(
         train_command(tmp_path / "two", *overrides, "--per_device_train_batch_size", "4", processes=2), tmp_path
     )
