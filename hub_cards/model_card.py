@@ -215,13 +215,18 @@ def training_record(
     }
 
 
-def find_mining_report(data: str | Path) -> dict[str, Any] | None:
-    """The mining ``report.json`` of a mined dataset folder (in it or its parent), or ``None``."""
+def mining_report_file(data: str | Path) -> Path | None:
+    """Where the mining ``report.json`` of a mined dataset folder is (in it or its parent), or ``None``."""
     path = Path(data)
-    for candidate in (path / "report.json", path.parent / "report.json"):
-        if path.exists() and candidate.is_file():
-            return json.loads(candidate.read_text())
-    return None
+    if not path.exists():
+        return None
+    return next((c for c in (path / "report.json", path.parent / "report.json") if c.is_file()), None)
+
+
+def find_mining_report(data: str | Path) -> dict[str, Any] | None:
+    """The mining ``report.json`` of a mined dataset folder (:func:`mining_report_file`), or ``None``."""
+    path = mining_report_file(data)
+    return json.loads(path.read_text()) if path else None
 
 
 def write_model_card(

@@ -155,8 +155,9 @@ def stage_model(
     """Copy the saved ``artifact`` in ``path`` into the empty folder ``staging`` and write its card there.
 
     The card comes from the folder itself (config, training record) and, when given, the evaluation
-    ``results.json`` ``eval_results`` (``model-index``; a reranker's card takes the reranked figures). ``link``: hard-link the files instead of copying them
-    where possible (for a staging folder that only lives until the upload).
+    ``results.json`` ``eval_results`` (``model-index``; a reranker's card takes the reranked figures). ``link``:
+    hard-link the files instead of copying them where possible (for a staging folder that only lives until the
+    upload).
     """
     from .eval_results import load_eval_results
 
@@ -238,7 +239,7 @@ def stage_dataset(path: str | Path, staging: str | Path, repo_id: str, num_shard
     mining ``report.json`` sits in that folder or next to it)."""
     from datasets import load_from_disk
 
-    from .model_card import find_mining_report
+    from .model_card import mining_report_file
 
     check_repo_id(repo_id)
     path = Path(path)
@@ -247,11 +248,11 @@ def stage_dataset(path: str | Path, staging: str | Path, repo_id: str, num_shard
         dataset = load_from_disk(str(data))
     except FileNotFoundError as error:
         raise ValueError(f"{data}: not a saved dataset (save_to_disk folder or mine's output): {error}") from error
-    report = find_mining_report(data)
+    report_file = mining_report_file(data)
+    report = json.loads(report_file.read_text()) if report_file else None
     if report is None or "settings" not in report:
         raise ValueError(f"{data}: no mining report.json in it or next to it; the card records the mining settings")
-    report_dir = data if (data / "report.json").is_file() else data.parent
-    return stage_mined_dataset(dataset, report, staging, repo_id, report_dir, num_shards)
+    return stage_mined_dataset(dataset, report, staging, repo_id, report_file.parent, num_shards)
 
 
 # --------------------------------------------------------------------------------------------------- upload

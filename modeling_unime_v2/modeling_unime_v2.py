@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Pre
 from transformers.utils import ModelOutput, logging
 
 from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, SUPPORTED_BACKBONES, UniMEV2Config
-from .processing_unime_v2 import UniMEV2Processor
+from .processing_unime_v2 import UniMEV2Processor, is_image_input
 from .processing_unime_v2 import hub_kwargs as _hub_kwargs
 
 
@@ -355,7 +354,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
     def _encode_inputs(self, inputs: Any, instruction: str | None, kind: str, kwargs: dict[str, Any]) -> Any:
         if self.processor is None:
             raise ValueError("this model has no processor attached; load it with from_pretrained/from_backbone")
-        single = isinstance(inputs, (str, Mapping, os.PathLike)) or hasattr(inputs, "convert")
+        single = isinstance(inputs, (str, Mapping)) or is_image_input(inputs)
         items = getattr(self.processor, kind)([inputs] if single else list(inputs), instruction)
         embeddings = self.encode(items, **kwargs)
         return embeddings[0] if single else embeddings

@@ -74,6 +74,12 @@ def load_item_image(image: Any, index: int) -> Any:
     raise TypeError(f"item {index}: image must be a PIL image, a path or None, got {type(image).__name__}")
 
 
+def is_image_input(value: Any) -> bool:
+    """An image given as an input of ``encode_query`` / ``encode_document``: a PIL image or a ``pathlib.Path``
+    (a ``str`` is always a text)."""
+    return isinstance(value, os.PathLike) or hasattr(value, "convert")
+
+
 def as_item(value: Any, index: int) -> dict[str, Any]:
     """One input of ``encode_query`` / ``encode_document`` as an item: a ``str`` is a text, a PIL image or a
     ``pathlib.Path`` an image, a mapping an item (its ``text`` and ``image``); anything else is refused, naming it."""
@@ -81,7 +87,7 @@ def as_item(value: Any, index: int) -> dict[str, Any]:
         return {"text": value.get("text"), "image": value.get("image")}
     if isinstance(value, str):
         return {"text": value, "image": None}
-    if isinstance(value, os.PathLike) or hasattr(value, "convert"):
+    if is_image_input(value):
         return {"text": None, "image": value}
     raise TypeError(
         f"item {index}: expected a text (str), an image (PIL image or pathlib.Path) or a mapping with 'text' and "

@@ -172,10 +172,9 @@ class MiningConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MiningConfig.{name} must be an int >= 1, got {value!r}")
-        if isinstance(self.embed_num_workers, bool) or not isinstance(self.embed_num_workers, int):
-            raise ValueError(f"MiningConfig.embed_num_workers must be an int >= 0, got {self.embed_num_workers!r}")
-        if self.embed_num_workers < 0:
-            raise ValueError(f"MiningConfig.embed_num_workers must be an int >= 0, got {self.embed_num_workers!r}")
+        workers = self.embed_num_workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"MiningConfig.embed_num_workers must be an int >= 0, got {workers!r}")
         if self.max_queries is not None and self.max_queries < 1:
             raise ValueError(f"MiningConfig.max_queries must be >= 1 or None, got {self.max_queries!r}")
         if self.image_storage not in IMAGE_STORAGES:

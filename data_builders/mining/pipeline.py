@@ -648,6 +648,7 @@ def mine(
     query_embeddings, query_rows, candidate_embeddings, embedder_fp, cache_stats = embed_all(
         config, records, pools, state
     )
+    distinct_queries = len(query_embeddings)  # one embedding per distinct query
     timings["embed"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -686,7 +687,7 @@ def mine(
         "pools_smaller_than_top_k": int((retrieval.counts[active] < config.top_k).sum()) if len(active) else 0,
         "near_duplicates_dropped": int(retrieval.near_duplicates.sum()),
         "duplicate_candidates": int(sum(pools.duplicates.values())),
-        "duplicate_queries": len(query_keys) - len(distinct_rows(query_keys)[0]),
+        "duplicate_queries": len(query_keys) - distinct_queries,
     }
     ids = records.query_ids
     report = {
