@@ -51,10 +51,8 @@ def image_files(folder: Path, count: int) -> list[str]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> dict:
-    (config,) = HfArgumentParser(EncodeWorkersConfig).parse_args_into_dataclasses(argv)
-    torch.set_num_threads(config.threads)
-    work = Path(tempfile.mkdtemp(prefix="encode_workers_"))
+def measure(config: EncodeWorkersConfig, work: Path) -> tuple[dict[int, list[float]], dict[int, torch.Tensor]]:
+    """Items/s of every ``num_workers`` setting per round, and each setting's last embeddings (scratch in ``work``)."""
     files = image_files(work, config.files)
     items = [{"text": "<|image_1|>\nRepresent the given image.\n", "image": files[i % len(files)]}
              for i in range(config.items)]  # fmt: skip
@@ -68,6 +66,14 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             outputs[workers] = model.encode(items, batch_size=config.batch_size, num_workers=workers)
             rates[workers].append(config.items / (time.perf_counter() - start))
+    return rates, outputs
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (config,) = HfArgumentParser(EncodeWorkersConfig).parse_args_into_dataclasses(argv)
+    torch.set_num_threads(config.threads)
+    with tempfile.TemporaryDirectory(prefix="encode_workers_") as work:
+        rates, outputs = measure(config, Path(work))
     reference = outputs[config.workers[0]]
     worst = max(float((out - reference).abs().max()) for out in outputs.values())
     base = statistics.median(rates[config.workers[0]])

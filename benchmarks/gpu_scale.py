@@ -971,7 +971,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "settings": asdict(s),
         "argv": sys.argv[1:],
     }
-    workdir = Path(tempfile.mkdtemp(prefix="gpu_scale_"))
+    with tempfile.TemporaryDirectory(prefix="gpu_scale_") as workdir:
+        run_sections(s, sections, report, Path(workdir), compile_lm=not (args.no_compile or args.tiny))
+    report.save()
+    print_table(report.data)
+    return report.data
+
+
+def run_sections(s: Settings, sections: set[str], report: Report, workdir: Path, compile_lm: bool) -> None:
+    """Every requested section in order; scratch files (tiny backbones, trainer folders) go under ``workdir``."""
     peak = 0.0  # no matmul section: no MFU
     with report.section("matmul") as r:
         if r is not None and "matmul" in sections:
@@ -1005,11 +1013,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             if r is not None:
                 measure_retrieval(s, r)
     if "extras" in sections and "records" in state:
-        compile_lm = not (args.no_compile or args.tiny)
         measure_extras(s, state, words, peak, str(workdir / "trainer"), report, compile_lm=compile_lm)
-    report.save()
-    print_table(report.data)
-    return report.data
 
 
 def measure_train(

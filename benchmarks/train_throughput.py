@@ -117,21 +117,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    workdir = Path(tempfile.mkdtemp(prefix="unime_v2_throughput_"))
-    backbone = build_tiny_backbone("qwen2_vl", workdir / "tiny_qwen2_vl", seed=0)
-    train_rows, _ = mini_mmeb_splits(0, max(8, args.batch), 1, 8, {"tasks": TINY_TASKS})
-    dataset = TrainingRecords(oracle_mined_dataset(train_rows), num_hard_negatives=args.k)
-    records = [
-        dataset[i]
-        for i in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.batch].tolist()
-    ]
-    training_args = UniMEV2TrainingArguments(
-        output_dir=str(workdir / "out"), lora_dropout=0.0, use_dora=False, report_to="none"
-    )
-    torch.manual_seed(0)
-    model = build_embedder(str(backbone), training_args).to(args.device).train()
-    processor = base_embedder(model).processor
-    collator = UniMEV2Collator(processor)
+    with tempfile.TemporaryDirectory(prefix="unime_v2_throughput_") as tmp:  # the model is in memory after this
+        workdir = Path(tmp)
+        backbone = build_tiny_backbone("qwen2_vl", workdir / "tiny_qwen2_vl", seed=0)
+        train_rows, _ = mini_mmeb_splits(0, max(8, args.batch), 1, 8, {"tasks": TINY_TASKS})
+        dataset = TrainingRecords(oracle_mined_dataset(train_rows), num_hard_negatives=args.k)
+        records = [
+            dataset[i]
+            for i in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.batch].tolist()
+        ]
+        training_args = UniMEV2TrainingArguments(
+            output_dir=str(workdir / "out"), lora_dropout=0.0, use_dora=False, report_to="none"
+        )
+        torch.manual_seed(0)
+        model = build_embedder(str(backbone), training_args).to(args.device).train()
+        processor = base_embedder(model).processor
+        collator = UniMEV2Collator(processor)
 
     model.zero_grad(set_to_none=True)
     loss_ours = one_pass_step(model, collator, records, args.device)
