@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Pre
 from transformers.utils import ModelOutput, logging
 
 from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, SUPPORTED_BACKBONES, UniMEV2Config
-from .processing_unime_v2 import UniMEV2Processor, is_image_input
+from .processing_unime_v2 import UniMEV2Processor, is_image_input, rename_item_error
 from .processing_unime_v2 import hub_kwargs as _hub_kwargs
 
 
@@ -384,9 +384,7 @@ class _ProcessedChunks(torch.utils.data.Dataset):
         try:
             return len(chunk), self.processor(chunk)
         except (ValueError, FileNotFoundError, TypeError) as error:
-            shifted = type(error)(_shift_item_index(str(error), start))
-            shifted.__cause__ = error
-            return shifted, None
+            return rename_item_error(error, lambda i: f"item {i + start}"), None
 
 
 def _processed_batches(
@@ -414,17 +412,6 @@ def _processed_batches(
 
 def _as_is(pair: tuple[Any, Any]) -> tuple[Any, Any]:
     return pair
-
-
-def _shift_item_index(message: str, offset: int) -> str:
-    """Rewrite ``item i`` in a batch-level error to the item's index in the caller's list."""
-    if offset and message.startswith("item "):
-        head, _, rest = message.partition(":")
-        try:
-            return f"item {int(head.split()[1]) + offset}:{rest}"
-        except (IndexError, ValueError):
-            return message
-    return message
 
 
 def pop_config_fields(config_class: type, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ for ``encode_query`` / ``encode_document`` (docs/architecture.md, "Using the mod
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +35,25 @@ from .configuration_unime_v2 import IMAGE_MARKER, IMAGE_MARKER_PATTERN, UniMEV2C
 
 IMAGE_ONLY_TEXT = "Represent the given image."
 """MMEB's text for an image that comes with no instruction and no text (its image targets' text)."""
+
+
+def rename_item_error(error: Exception, name: Callable[[int], str | None]) -> Exception:
+    """The same error with its leading ``item i:`` replaced by ``name(i)``, chained to the original.
+
+    The processor names a bad input by its position in the list it was given (``item 3: image file … does not
+    exist``); a caller that handed it a slice, a reordering or a flattened batch of records names it in the terms
+    its own caller knows (``item 67``, ``record 12 (q7), negative 2``). A message without that head, or an index
+    ``name`` maps to ``None``, comes back unchanged.
+    """
+    message = str(error)
+    head, separator, rest = message.partition(":")
+    words = head.split()
+    new_head = None
+    if separator and len(words) == 2 and words[0] == "item" and words[1].isdigit():
+        new_head = name(int(words[1]))
+    renamed = type(error)(message if new_head is None else f"{new_head}:{rest}")
+    renamed.__cause__ = error
+    return renamed
 
 
 def _image_token(backbone_processor: Any) -> str:

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
+from unime_v2.modeling_unime_v2.processing_unime_v2 import rename_item_error
+
 
 BUCKETS_KEY = "buckets"
 ROWS_KEY = "bucket_rows"
@@ -102,19 +104,11 @@ class LengthBucketProcessor:
         try:
             return self.processor([items[i] for i in indices])
         except (ValueError, FileNotFoundError, TypeError) as error:
-            raise type(error)(_rename_item(str(error), indices)) from error
+            raise rename_item_error(error, lambda j: f"item {indices[j]}" if j < len(indices) else None) from error
 
 
 def _has_image(item: Any) -> bool:
     return isinstance(item, Mapping) and item.get("image") is not None
-
-
-def _rename_item(message: str, indices: Sequence[int]) -> str:
-    head, sep, rest = message.partition(":")
-    words = head.split()
-    if sep and len(words) == 2 and words[0] == "item" and words[1].isdigit() and int(words[1]) < len(indices):
-        return f"item {indices[int(words[1])]}:{rest}"
-    return message
 
 
 def split_text_batch(

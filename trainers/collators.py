@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
+from unime_v2.modeling_unime_v2.processing_unime_v2 import rename_item_error
+
 from .bucketing import LengthBucketProcessor
 
 
@@ -52,7 +54,7 @@ class UniMEV2Collator:
         try:
             batch = self.processor(items)
         except (ValueError, FileNotFoundError, TypeError) as error:
-            raise type(error)(_name_record(str(error), records, group)) from error
+            raise rename_item_error(error, lambda i: _item_role(records, group, i)) from error
         batch["judge_scores"] = torch.tensor([record["scores"] for record in records], dtype=torch.float32)
         return batch
 
@@ -63,12 +65,8 @@ def _record_name(record: Mapping[str, Any], position: int) -> str:
     return f"{index} ({query_id})" if query_id else str(index)
 
 
-def _name_record(message: str, records: Sequence[Mapping[str, Any]], group: int) -> str:
-    """Rewrite the processor's ``item i: …`` into the record and role the item belongs to."""
-    head, _, rest = message.partition(":")
-    words = head.split()
-    if len(words) != 2 or words[0] != "item" or not words[1].isdigit():
-        return message
-    position, slot = divmod(int(words[1]), group)
+def _item_role(records: Sequence[Mapping[str, Any]], group: int, item: int) -> str:
+    """The record and role of the ``item``-th entry of the flattened batch (query, positive, negatives...)."""
+    position, slot = divmod(item, group)
     role = "query" if slot == 0 else "positive" if slot == 1 else f"negative {slot - 2}"
-    return f"record {_record_name(records[position], position)}, {role}:{rest}"
+    return f"record {_record_name(records[position], position)}, {role}"

@@ -18,6 +18,7 @@ from PIL import Image
 
 from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS
 from unime_v2.modeling_unime_v2 import UniMEV2Model, UniMEV2Processor
+from unime_v2.modeling_unime_v2.processing_unime_v2 import rename_item_error
 
 
 ATOL = 1e-5
@@ -201,6 +202,16 @@ def test_worker_errors_name_the_item_in_the_callers_list(qwen, tmp_path):
         qwen.encode(items, batch_size=2, num_workers=2)
     with pytest.raises(ValueError, match="num_workers must be >= 0"):
         qwen.encode(items, num_workers=-1)
+
+
+def test_rename_item_error_rewrites_only_the_item_head():
+    original = FileNotFoundError("item 3: image file 'x.png' does not exist: item 9 stays")
+    renamed = rename_item_error(original, lambda i: f"record {i * 10}, positive")
+    assert type(renamed) is FileNotFoundError and renamed.__cause__ is original
+    assert str(renamed) == "record 30, positive: image file 'x.png' does not exist: item 9 stays"
+    assert str(rename_item_error(original, lambda i: None)) == str(original)
+    for message in ("image file 'x.png' does not exist", "item x: bad", "items 3: bad", "item 3 bad"):
+        assert str(rename_item_error(ValueError(message), lambda i: "renamed")) == message
 
 
 def test_bad_inputs_name_the_item(qwen, tmp_path):
