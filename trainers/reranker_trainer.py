@@ -212,12 +212,12 @@ class RerankerCollator:
         query = prepare_item(record["query"], f"record {index} query")
         positive = prepare_item(record["positive"], f"record {index} positive")
         negatives = [prepare_item(n, f"record {index} negative {j}") for j, n in enumerate(negatives)]
-        candidates, position = listwise_candidates(positive, negatives, scores[1:], self.num_list_negatives, self.rng)
         hardest = hardest_first(scores[1:])[: self.num_pair_negatives]
         pairs = [{"query": query, "candidate": positive, "label": 1}]
         pairs += [{"query": query, "candidate": negatives[j], "label": 0} for j in hardest]
         if not self.listwise:
             return pairs, None
+        candidates, position = listwise_candidates(positive, negatives, scores[1:], self.num_list_negatives, self.rng)
         return pairs, self.listwise_row(query, candidates, position)
 
     def listwise_row(self, query: Mapping[str, Any], candidates: Sequence[Mapping], position: int) -> dict:
