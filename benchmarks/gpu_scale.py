@@ -21,7 +21,8 @@ would not fit):
    (``LengthBucketProcessor``), with and without gradient checkpointing, micro-batches 16 and 64.
 3. ``judge``: pairs/s of a 7B judge for one image query and 50 text candidates: (a) one ``generate()`` per pair,
    (b) batched full pairs, (c) prefix-shared (``JudgeScorer.score``), (d) several queries per forward
-   (``score_encoded``), model only and end to end.
+   (``score_encoded``), model only and end to end; and (d) with ``torch.compile`` of the judge's decoder layers
+   (not with ``--tiny``/``--no_compile``; its scores checked against eager).
 4. ``retrieval``: exact top-50 over 662k candidates × 1536 dims: torch matmul + top-k on the GPU (fp32 exact;
    bf16 with its recall against fp32), and faiss ``IndexFlatIP`` (CPU) where faiss is installed.
 5. ``extras`` (only if time is left): the authors' GradCache two-pass step (chunks of 8 and 2), variable-length text
@@ -778,7 +779,26 @@ def judge_flops(shape: dict, prefix: int, suffixes: Sequence[int], patches: int)
     return linear_p + attention_p + linear_s + attention_s + vision_forward_flops(shape, [patches])
 
 
-def measure_judge(s: Settings, folder: Path, words: list[str], peak: float, report: dict) -> None:
+@contextlib.contextmanager
+def compiled_layers(layers: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """``torch.compile`` each decoder layer for the block, then back to eager.
+
+    The layers share one class, so dynamo traces the layer once and reuses the graph (parameters are graph inputs);
+    the rest of the model stays eager, so nothing about data loading, masks or caches changes.
+    """
+    for layer in layers:
+        layer.compile()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._compiled_call_impl = None
+
+
+def measure_judge(
+    s: Settings, folder: Path, words: list[str], peak: float, report: dict, compile_layers: bool = False
+) -> None:
+    """Judge pairs/s for each way of scoring (a–d); with ``compile_layers`` also (d) with compiled decoder layers."""
     JudgeScorer, set_pixel_budget = judge_core()
     vlm = build_vlm(folder, s, None if s.tiny else shallow(QWEN25_VL_7B, s.depth_divisor), "qwen2_5_vl")
     processor = AutoProcessor.from_pretrained(folder)
@@ -831,10 +851,17 @@ def measure_judge(s: Settings, folder: Path, words: list[str], peak: float, repo
         2,
     )
     rates[f"d_end_to_end_{big}_queries_per_forward"] = total / min(t)
-    report["pairs_per_s"] = {k: round(v, 1) for k, v in rates.items()}
     single = judge.score(query, candidates)
     full = judge.score_full_pairs(query, candidates)
     multi = score_encoded(judge, encoded, counts, big)
+    if compile_layers:
+        with compiled_layers(vlm.model.language_model.layers):
+            t = timed(lambda: score_encoded(judge, encoded, counts, big), s.device, 2, 2)
+            compiled = score_encoded(judge, encoded, counts, big)
+        rates[f"d_model_only_{big}_queries_per_forward_compiled_layers"] = total / min(t)
+        report[f"mfu_d_{big}_compiled_layers"] = sig(flops_per_query * len(queries) / min(t) / peak) if peak else None
+        report["max_abs_diff_compiled_vs_eager"] = float(max(np.abs(c - m).max() for c, m in zip(compiled, multi)))
+    report["pairs_per_s"] = {k: round(v, 1) for k, v in rates.items()}
     reference = [judge.score(q, c) for q, c in zip(queries[:2], candidate_lists[:2])]
     report["max_abs_diff_full_vs_prefix"] = float(np.abs(full - single).max())
     report["max_abs_diff_multi_vs_single"] = float(max(np.abs(m - r).max() for m, r in zip(multi, reference)))
@@ -918,7 +945,7 @@ def print_table(data: dict) -> None:
         print(f"{'GradCache ' + name:<34}{v['queries_per_s']:>8.2f}{'':>9}{v['step_s']:>8.2f}")
     judge = data.get("judge", {})
     for name, value in judge.get("pairs_per_s", {}).items():
-        print(f"judge {name:<46}{value:>10.1f} pairs/s")
+        print(f"judge {name:<52}{value:>10.1f} pairs/s")
     encode = data.get("encode", {})
     for name in ("image_items", "text_items"):
         if name in encode:
@@ -1006,7 +1033,8 @@ def run_sections(s: Settings, sections: set[str], report: Report, workdir: Path,
     if "judge" in sections:
         with report.section("judge", needs_s=60) as r:
             if r is not None:
-                measure_judge(s, folders["qwen2_5_vl"], words, peak, r)
+                compile_judge = compile_lm and report.left() > 150
+                measure_judge(s, folders["qwen2_5_vl"], words, peak, r, compile_layers=compile_judge)
         reset_peak(s.device)  # the judge is gone with measure_judge's frame
     if "retrieval" in sections:
         with report.section("retrieval", needs_s=30) as r:
@@ -1126,15 +1154,9 @@ def measure_extras(
         if report.left() > 40:
             measure_bf16_adapters(s, trainer, batch, state, peak, lora_params, report, variants)
         if compile_lm and report.left() > 150:
-            layers = trainer.model.get_base_model().backbone.language_model.layers
-            for layer in layers:
-                layer.compile()
-            try:
+            with compiled_layers(trainer.model.get_base_model().backbone.language_model.layers):
                 plan = [Variant(f"buckets_b{b}_nocast_compiled_lm_layers", batch, nocast=True)]
                 run_plan(s, trainer, plan, state, peak, lora_params, report, variants, needs_s=0)
-            finally:
-                for layer in layers:  # back to eager
-                    layer._compiled_call_impl = None
         elif not compile_lm:
             r["compile"] = "not run (--no_compile or --tiny)"
         else:

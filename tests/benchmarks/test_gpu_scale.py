@@ -3,6 +3,7 @@ optimised paths (length buckets, several judge queries per forward) match their 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -10,6 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch._dynamo.utils import counters
+from transformers import AutoProcessor
+
+from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_scale.py"
@@ -94,3 +99,20 @@ def test_optimised_paths_match_the_reference(result: dict) -> None:
     assert result["judge"]["max_abs_diff_full_vs_prefix"] <= 1e-5
     if isinstance(result["retrieval"].get("faiss_cpu"), dict):
         assert result["retrieval"]["faiss_cpu"]["agreement_with_torch_fp32"] == 1.0
+
+
+def test_judge_with_compiled_decoder_layers_scores_as_eager(tmp_path) -> None:
+    """The device run's compiled-judge variant (off under ``--tiny``) runs on the CPU and changes no score."""
+    spec = importlib.util.spec_from_file_location("gpu_scale_under_test", SCRIPT)
+    gpu_scale = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gpu_scale  # its dataclasses look their module up there
+    spec.loader.exec_module(gpu_scale)
+    folder = build_tiny_backbone("qwen2_5_vl", tmp_path / "judge", seed=0, image_size=64)
+    words = gpu_scale.one_token_words(AutoProcessor.from_pretrained(folder).tokenizer)
+    report: dict = {}
+    counters.clear()
+    gpu_scale.measure_judge(gpu_scale.tiny_settings("cpu"), folder, words, 0.0, report, compile_layers=True)
+    assert report["pairs_per_s"]["d_model_only_2_queries_per_forward_compiled_layers"] > 0
+    assert report["max_abs_diff_compiled_vs_eager"] <= 1e-5
+    assert counters["frames"]["ok"] > 0  # dynamo really compiled the layers
+    assert report["mfu_d_2_compiled_layers"] is None  # no matmul rate measured: no MFU
