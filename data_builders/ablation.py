@@ -24,6 +24,10 @@ from .quickstart import SIZES, TASKS, run_stage, shipped_tiny_vlm
 VARIANTS: dict[str, dict[str, Any]] = {
     "InfoNCE, in-batch negatives only": {"loss_type": "infonce", "num_hard_negatives": "0"},
     "+ judge-mined hard negatives, hard labels (InfoNCE)": {"loss_type": "infonce", "num_hard_negatives": "8"},
+    "judge-mined hard negatives, hard labels, own 1 + k candidates only": {
+        "loss_type": "hard_labels",
+        "num_hard_negatives": "8",
+    },
     "+ soft judge scores (UniME-V2, k = 8)": {"loss_type": "symmetric_kl", "num_hard_negatives": "8"},
     "UniME-V2, k = 4": {"loss_type": "symmetric_kl", "num_hard_negatives": "4"},
     "UniME-V2, k = 6": {"loss_type": "symmetric_kl", "num_hard_negatives": "6"},

@@ -3,9 +3,11 @@
     python examples/quickstart.py --output_dir runs/quickstart
     python examples/ablation.py --quickstart_dir runs/quickstart --output_dir runs/ablation --seeds 0 1 2
 
-Variants: InfoNCE with in-batch negatives only; + judge-mined hard negatives with hard labels; + the judge's soft
-scores (UniME-V2); k in {4, 6, 8, 10}; Jensen-Shannon and the authors' loss arithmetic; the judge's quality (the
-untrained VLM as judge, the fine-tuned judge, mini-MMEB's oracle as judge: an upper bound). Writes results.json, RESULTS.md (mean ± std over seeds) and ablation.png; resumable like the quickstart.
+Variants: InfoNCE with in-batch negatives only; + judge-mined hard negatives with hard labels; the same hard labels
+on each query's own 1 + k candidates only (UniME-V2's candidate set); + the judge's soft scores (UniME-V2);
+k in {4, 6, 8, 10}; Jensen-Shannon and the authors' loss arithmetic; the judge's quality (the untrained VLM as
+judge, the fine-tuned judge, mini-MMEB's oracle as judge: an upper bound). Writes results.json, RESULTS.md (mean ±
+std over seeds) and ablation.png; resumable like the quickstart.
 """
 
 from __future__ import annotations

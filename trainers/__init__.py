@@ -6,6 +6,7 @@ from .evaluation.mmeb import is_hit, precision_at_1
 from .losses import (
     LOSS_TYPES,
     candidate_cosines,
+    hard_label_loss,
     infonce_loss,
     js_divergence_loss,
     symmetric_kl_authors_loss,
@@ -26,6 +27,7 @@ __all__ = [
     "build_embedder",
     "candidate_cosines",
     "embed_inputs",
+    "hard_label_loss",
     "infonce_loss",
     "is_hit",
     "js_divergence_loss",

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 
-LOSS_TYPES = ("symmetric_kl", "symmetric_kl_authors", "js", "infonce")
+LOSS_TYPES = ("symmetric_kl", "symmetric_kl_authors", "js", "hard_labels", "infonce")
 AUTHORS_EPSILON = 1e-8
 """The ε of the authors' released loss: ``log(softmax(·) + 1e-8)``."""
 
@@ -134,6 +134,28 @@ def js_divergence_loss(similarities: torch.Tensor, judge_scores: torch.Tensor, t
     kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
     kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
     return (0.5 * (kl_pm + kl_qm)).mean()
+
+
+def hard_label_loss(similarities: torch.Tensor, tau: float = 0.02) -> torch.Tensor:
+    r"""Cross-entropy over each query's own 1 + k candidates with the positive as the label (hard labels).
+
+    .. math::
+        L = -\frac1N \sum_i \log \frac{\exp(s_{i0} / \tau)}{\sum_{j=0}^{k} \exp(s_{ij} / \tau)}
+
+    The same candidates, temperature and per-query independence as Eq. 4 with the judge's soft distribution replaced
+    by the one-hot "the positive, nothing else": the ablation's hard-label counterpart of UniME-V2, which tells the
+    judge's soft labels apart from the in-batch negatives that :func:`infonce_loss` adds (docs/quickstart.md).
+
+    Args:
+        similarities: ``(N, 1 + k)`` cosines, the positive first (:func:`candidate_cosines`).
+        tau: temperature.
+    """
+    if similarities.dim() != 2 or similarities.shape[1] < 2:
+        raise ValueError(f"similarities must be (N, 1 + k) with k >= 1, got {tuple(similarities.shape)}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    logits = similarities.float() / tau
+    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
 
 def infonce_loss(

@@ -3,7 +3,7 @@
 One training step embeds every query and candidate of the micro-batch in a single forward pass (the collator
 packs them) and computes the loss from those embeddings. There is no GradCache and no second pass:
 
-* ``symmetric_kl`` / ``js`` compare each query only with its own 1 + k candidates, so the micro-batch loss is a
+* ``symmetric_kl`` / ``js`` / ``hard_labels`` compare each query only with its own 1 + k candidates, so the micro-batch loss is a
   mean of independent per-query terms; Trainer's gradient accumulation (loss / accumulation steps) and DDP's
   gradient averaging then give exactly the gradient of the global batch (equal micro-batch sizes).
 * ``infonce`` (baseline) uses in-batch negatives, which couple queries across processes. Every process gathers
@@ -33,6 +33,7 @@ from .evaluation.mmeb import mmeb_evaluator
 from .hub_push import HubMixin
 from .losses import (
     candidate_cosines,
+    hard_label_loss,
     infonce_loss,
     js_divergence_loss,
     symmetric_kl_authors_loss,
@@ -173,6 +174,8 @@ class UniMEV2Trainer(HubMixin, Trainer):
             )
         if loss_type == "js":
             return js_divergence_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
+        if loss_type == "hard_labels":
+            return hard_label_loss(candidate_cosines(queries, candidates), self.args.tau)
         positives = self.gather_keep_local_grad(candidates[:, 0])
         all_queries = self.gather_keep_local_grad(queries)
         negatives = None

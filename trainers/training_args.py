@@ -64,8 +64,8 @@ class UniMEV2TrainingArguments(TrainingArguments):
         default="symmetric_kl",
         metadata={
             "help": "symmetric_kl (paper Eq. 4 in exact fp32 arithmetic, default) | symmetric_kl_authors (Eq. 4 in "
-            "the authors' arithmetic: softmax, log(p + eps), compute dtype) | js (true Jensen-Shannon) | infonce "
-            "(VLM2Vec baseline)"
+            "the authors' arithmetic: softmax, log(p + eps), compute dtype) | js (true Jensen-Shannon) | hard_labels "
+            "(cross-entropy over the query's own 1 + k candidates, the positive as label) | infonce (VLM2Vec baseline)"
         },
     )
     authors_loss_epsilon: float = field(

@@ -1,4 +1,4 @@
-"""The three objectives against independent float64 references, at extreme inputs, and against the authors' form."""
+"""The objectives against independent float64 references, at extreme inputs, and against the authors' form."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from scipy.special import logsumexp as np_logsumexp
 
 from unime_v2.trainers.losses import (
     candidate_cosines,
+    hard_label_loss,
     infonce_loss,
     js_divergence_loss,
     symmetric_kl_authors_loss,
@@ -98,6 +99,28 @@ def test_infonce_matches_reference_with_in_batch_and_hard_negatives(with_hard_ne
     assert ours.item() == pytest.approx(expected, rel=1e-5)
     module = infonce_loss(torch.tensor(query), torch.tensor(positives), None, 0.05, offset)
     assert module.item() == pytest.approx(reference_infonce(query, positives, np.arange(n) + offset, 0.05), rel=1e-5)
+
+
+@pytest.mark.parametrize("tau", [0.02, 0.5])
+def test_hard_labels_are_infonce_over_each_querys_own_candidates_only(tau: float) -> None:
+    """Per query, InfoNCE with that query alone in the batch (its positive and its own hard negatives) and no
+    other query's candidates; the batch loss is the mean over queries, in float64 by another route too."""
+    rng = np.random.default_rng(5)
+    n, k, d = 5, 4, 16
+    query, positives, negatives = rng.normal(size=(n, d)), rng.normal(size=(n, d)), rng.normal(size=(n, k, d))
+    candidates = torch.tensor(np.concatenate([positives[:, None], negatives], axis=1))
+    ours = hard_label_loss(candidate_cosines(torch.tensor(query), candidates), tau)
+    alone = [
+        infonce_loss(
+            torch.tensor(query[i : i + 1]), torch.tensor(positives[i : i + 1]), candidates[i : i + 1, 1:], tau
+        )
+        for i in range(n)
+    ]
+    assert ours.item() == pytest.approx(torch.stack(alone).mean().item(), rel=1e-6)
+    per_query = [reference_infonce(query[i : i + 1], candidates[i].numpy(), np.array([0]), tau) for i in range(n)]
+    assert ours.item() == pytest.approx(float(np.mean(per_query)), rel=1e-6)
+    in_batch = infonce_loss(torch.tensor(query), torch.tensor(positives), candidates[:, 1:], tau)
+    assert in_batch.item() > ours.item()  # other queries' candidates only add to the denominator
 
 
 def test_candidate_cosines_are_per_query_cosines() -> None:
@@ -228,6 +251,10 @@ def test_authors_loss_computes_in_the_input_dtype_unless_told() -> None:
 
 
 def test_shape_and_tau_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match=r"\(N, 1 \+ k\) with k >= 1, got \(2, 1\)"):
+        hard_label_loss(torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        hard_label_loss(torch.zeros(2, 3), tau=-1.0)
     with pytest.raises(ValueError, match=r"\(N, 1 \+ k\)"):
         symmetric_kl_loss(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="tau"):

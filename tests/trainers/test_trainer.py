@@ -89,7 +89,7 @@ class GradientCapture(TrainerCallback):
             self.gradients = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("loss_type", ["symmetric_kl", "js"])
+@pytest.mark.parametrize("loss_type", ["symmetric_kl", "js", "hard_labels"])
 def test_accumulated_micro_batches_give_the_large_batch_gradient(
     loss_type: str, tiny_qwen2_vl_dir: Path, records: TrainingRecords, tmp_path: Path
 ) -> None:
