@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from unime_v2.data_builders.recipes import resolve_backbone
 from unime_v2.data_builders.storage import atomic_directory
+from unime_v2.modeling_unime_v2.processing_unime_v2 import rename_item_error
 from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT
 
 from ..formats.mined import MINED_FEATURES, make_mined_row, to_authors_json
@@ -143,9 +143,10 @@ def _encoder(
         try:
             return load().encode(batch, batch_size=batch_size, num_workers=num_workers).float().numpy()
         except (ValueError, TypeError, FileNotFoundError) as error:
-            match = re.match(r"item (\d+):", str(error))
-            where = name(chunk.start + int(match.group(1))) if match else f"items {chunk.start}..{chunk.stop - 1}"
-            raise type(error)(f"{where}: {error}") from error
+            renamed = rename_item_error(error, lambda i: name(chunk.start + i))
+            if renamed.args == error.args:  # not about one item: name the chunk
+                raise type(error)(f"items {chunk.start}..{chunk.stop - 1}: {error}") from error
+            raise renamed from error
 
     return encode
 
