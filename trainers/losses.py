@@ -38,14 +38,18 @@ def candidate_cosines(
     return torch.einsum("nd,nkd->nk", query, candidates)
 
 
+def _check_tau(tau: float) -> None:
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+
+
 def _check_shapes(similarities: torch.Tensor, judge_scores: torch.Tensor, tau: float) -> None:
     if similarities.shape != judge_scores.shape or similarities.dim() != 2:
         raise ValueError(
             f"similarities {tuple(similarities.shape)} and judge_scores {tuple(judge_scores.shape)} must both be "
             "(N, 1 + k)"
         )
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
+    _check_tau(tau)
 
 
 def _log_distributions(
@@ -152,8 +156,7 @@ def hard_label_loss(similarities: torch.Tensor, tau: float = 0.02) -> torch.Tens
     """
     if similarities.dim() != 2 or similarities.shape[1] < 2:
         raise ValueError(f"similarities must be (N, 1 + k) with k >= 1, got {tuple(similarities.shape)}")
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
+    _check_tau(tau)
     logits = similarities.float() / tau
     return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 

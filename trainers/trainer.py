@@ -3,9 +3,9 @@
 One training step embeds every query and candidate of the micro-batch in a single forward pass (the collator
 packs them) and computes the loss from those embeddings. There is no GradCache and no second pass:
 
-* ``symmetric_kl`` / ``js`` / ``hard_labels`` compare each query only with its own 1 + k candidates, so the micro-batch loss is a
-  mean of independent per-query terms; Trainer's gradient accumulation (loss / accumulation steps) and DDP's
-  gradient averaging then give exactly the gradient of the global batch (equal micro-batch sizes).
+* ``symmetric_kl`` / ``js`` / ``hard_labels`` compare each query only with its own 1 + k candidates, so the
+  micro-batch loss is a mean of independent per-query terms; Trainer's gradient accumulation (loss / accumulation
+  steps) and DDP's gradient averaging then give exactly the gradient of the global batch (equal micro-batch sizes).
 * ``infonce`` (baseline) uses in-batch negatives, which couple queries across processes. Every process gathers
   all query and candidate embeddings (``accelerate.gather``; the local slice is replaced by the local tensors so
   their gradients flow), computes the *global* batch loss, and scales its gradient by the world size to undo
