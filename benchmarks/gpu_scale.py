@@ -248,6 +248,11 @@ def sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def mfu(flops: float, seconds: float, peak: float) -> float | None:
+    """Model FLOPs utilisation: ``flops`` done in ``seconds`` over the measured matrix rate; ``None`` without one."""
+    return sig(flops / seconds / peak) if peak else None
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -655,8 +660,8 @@ def run_variant(
         "padded_tokens": flops["padded_tokens"],
         "vision_patches": flops["vision_patches"],
         "peak_memory_gb": round(peak_gb(s.device), 2),
-        "mfu_lora": sig(flops["lora"] / seconds / peak) if peak else None,
-        "mfu_6nt": sig(flops["6nt"] / seconds / peak) if peak else None,
+        "mfu_lora": mfu(flops["lora"], seconds, peak),
+        "mfu_6nt": mfu(flops["6nt"], seconds, peak),
         "model_tflop_per_step_lora": sig(flops["lora"] / 1e12),
         "model_tflop_per_step_6nt": sig(flops["6nt"] / 1e12),
         "first_loss": losses[0],
@@ -840,7 +845,7 @@ def measure_judge(
     for q in s.queries_per_forward:
         t = timed(lambda q=q: score_encoded(judge, encoded, counts, q), s.device, 1, 2)
         rates[f"d_model_only_{q}_queries_per_forward"] = total / min(t)
-        report[f"mfu_d_{q}"] = sig(flops_per_query * len(queries) / min(t) / peak) if peak else None
+        report[f"mfu_d_{q}"] = mfu(flops_per_query * len(queries), min(t), peak)
     big = max(s.queries_per_forward)
     t = timed(lambda: [judge.encode(q, c) for q, c in zip(queries, candidate_lists)], s.device, 0, 1)
     report["encode_cpu_queries_per_s"] = round(len(queries) / min(t), 2)
@@ -859,7 +864,7 @@ def measure_judge(
             t = timed(lambda: score_encoded(judge, encoded, counts, big), s.device, 2, 2)
             compiled = score_encoded(judge, encoded, counts, big)
         rates[f"d_model_only_{big}_queries_per_forward_compiled_layers"] = total / min(t)
-        report[f"mfu_d_{big}_compiled_layers"] = sig(flops_per_query * len(queries) / min(t) / peak) if peak else None
+        report[f"mfu_d_{big}_compiled_layers"] = mfu(flops_per_query * len(queries), min(t), peak)
         report["max_abs_diff_compiled_vs_eager"] = float(max(np.abs(c - m).max() for c, m in zip(compiled, multi)))
     report["pairs_per_s"] = {k: round(v, 1) for k, v in rates.items()}
     reference = [judge.score(q, c) for q, c in zip(queries[:2], candidate_lists[:2])]
