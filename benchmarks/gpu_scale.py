@@ -1,4 +1,4 @@
-"""GPU performance at the real model shapes (issue 15), with the card's own measured matrix rate as the yardstick.
+"""GPU performance at the real model shapes (BENCHMARKS.md), with the card's own measured matrix rate as the yardstick.
 
     python benchmarks/gpu_scale.py --out gpu_scale.json          # one H100/H200, < 8 min, bf16, sdpa
     python benchmarks/gpu_scale.py --tiny --out tiny.json        # CPU smoke test (CI): tiny shapes, fp32, < 1 min
@@ -21,7 +21,7 @@ would not fit):
    (``LengthBucketProcessor``), with and without gradient checkpointing, micro-batches 16 and 64.
 3. ``judge``: pairs/s of a 7B judge for one image query and 50 text candidates: (a) one ``generate()`` per pair,
    (b) batched full pairs, (c) prefix-shared (``JudgeScorer.score``), (d) several queries per forward
-   (``score_encoded``), model only and end to end; and (d) with ``torch.compile`` of the judge's decoder layers
+   (``JudgeScorer.score_many``), model only and end to end; and (d) with ``torch.compile`` of the judge's decoder layers
    (not with ``--tiny``/``--no_compile``; its scores checked against eager).
 4. ``retrieval``: exact top-50 over 662k candidates × 1536 dims: torch matmul + top-k on the GPU (fp32 exact;
    bf16 with its recall against fp32), and faiss ``IndexFlatIP`` (CPU) where faiss is installed.
@@ -64,25 +64,19 @@ from peft import LoraConfig, get_peft_model
 from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
 
-from unime_v2.data_builders.mining.judge_batched import score_encoded  # the judge core: see judge_core() below
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
-from unime_v2.modeling_unime_v2 import UniMEV2Config, UniMEV2Model, UniMEV2Processor
+from unime_v2.modeling_unime_v2 import JudgeScorer, UniMEV2Config, UniMEV2Model, UniMEV2Processor, set_pixel_budget
 from unime_v2.trainers import (
     LengthBucketProcessor,
     UniMEV2Collator,
+    UniMEV2ModelArguments,
     UniMEV2Trainer,
     UniMEV2TrainingArguments,
     candidate_cosines,
     embed_inputs,
+    lora_target_regex,
     symmetric_kl_loss,
 )
-
-
-def judge_core() -> tuple[type, Callable]:
-    """``JudgeScorer`` and ``set_pixel_budget``: the one place that names the judge module (it is moving)."""
-    from unime_v2.modeling_unime_v2 import JudgeScorer, set_pixel_budget
-
-    return JudgeScorer, set_pixel_budget
 
 
 # ------------------------------------------------------------------------------------------------ shapes
@@ -553,16 +547,9 @@ def processor_for(processor: UniMEV2Processor, image_size: int) -> UniMEV2Proces
     return UniMEV2Processor.from_backbone_processor(copy.deepcopy(processor.backbone_processor), config)
 
 
-def lora_model(model: UniMEV2Model, args: UniMEV2TrainingArguments) -> torch.nn.Module:
+def lora_model(model: UniMEV2Model, args: UniMEV2ModelArguments) -> torch.nn.Module:
     """The trainer's LoRA setup (``build_embedder``) on an in-memory embedder; B seeded so every gradient is live."""
-    config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        use_dora=args.use_dora,
-        target_modules=args.peft_target_modules,
-        bias="none",
-    )
+    config = args.lora_config()
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(1)
@@ -578,10 +565,6 @@ def make_trainer(s: Settings, model: torch.nn.Module, folder: str, **overrides: 
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
-        lora_r=16,
-        lora_alpha=64,
-        lora_dropout=0.0,
-        use_dora=False,
         bf16=s.dtype == "bfloat16",
         use_cpu=not s.device.startswith("cuda"),
         learning_rate=1e-5,
@@ -624,7 +607,7 @@ class Variant:
     checkpointing: bool = False
     nocast: bool = False
     preserve_rng: bool = True
-    vision_backward: bool = False  # transformers' input hooks (before this library's fix): the tower back-propagated
+    vision_backward: bool = False  # transformers' default input hooks: the frozen tower back-propagates too
 
 
 def run_variant(
@@ -804,7 +787,6 @@ def measure_judge(
     s: Settings, folder: Path, words: list[str], peak: float, report: dict, compile_layers: bool = False
 ) -> None:
     """Judge pairs/s for each way of scoring (a–d); with ``compile_layers`` also (d) with compiled decoder layers."""
-    JudgeScorer, set_pixel_budget = judge_core()
     vlm = build_vlm(folder, s, None if s.tiny else shallow(QWEN25_VL_7B, s.depth_divisor), "qwen2_5_vl")
     processor = AutoProcessor.from_pretrained(folder)
     set_pixel_budget(processor, 28 * 28, s.image_size**2)
@@ -822,7 +804,7 @@ def measure_judge(
     query, candidates = queries[0], candidate_lists[0]
     encoded = [judge.encode(q, c) for q, c in zip(queries, candidate_lists)]
     prefix = len(encoded[0].prefix.input_ids)
-    suffixes = [len(p.input_ids) for p in encoded[0].suffixes.values()]
+    suffixes = [len(p.input_ids) for p in encoded[0].suffixes]
     patches = int(encoded[0].prefix.images[0]["image_grid_thw"].prod())
     report["inputs"] = {
         "prefix_tokens": prefix,
@@ -839,18 +821,17 @@ def measure_judge(
     rates["b_batched_full_pairs"] = n / min(t)
     t = timed(lambda: judge.score(query, candidates), s.device, 1, 3)
     rates["c_prefix_shared"] = n / min(t)
-    counts = [len(c) for c in candidate_lists]
-    total = sum(counts)
+    total = sum(len(c) for c in candidate_lists)
     flops_per_query = judge_flops(shape, prefix, suffixes, patches)
     for q in s.queries_per_forward:
-        t = timed(lambda q=q: score_encoded(judge, encoded, counts, q), s.device, 1, 2)
+        t = timed(lambda q=q: judge.score_many(encoded, q), s.device, 1, 2)
         rates[f"d_model_only_{q}_queries_per_forward"] = total / min(t)
         report[f"mfu_d_{q}"] = mfu(flops_per_query * len(queries), min(t), peak)
     big = max(s.queries_per_forward)
     t = timed(lambda: [judge.encode(q, c) for q, c in zip(queries, candidate_lists)], s.device, 0, 1)
     report["encode_cpu_queries_per_s"] = round(len(queries) / min(t), 2)
     t = timed(
-        lambda: score_encoded(judge, [judge.encode(q, c) for q, c in zip(queries, candidate_lists)], counts, big),
+        lambda: judge.score_many([judge.encode(q, c) for q, c in zip(queries, candidate_lists)], big),
         s.device,
         0,
         2,
@@ -858,11 +839,11 @@ def measure_judge(
     rates[f"d_end_to_end_{big}_queries_per_forward"] = total / min(t)
     single = judge.score(query, candidates)
     full = judge.score_full_pairs(query, candidates)
-    multi = score_encoded(judge, encoded, counts, big)
+    multi = judge.score_many(encoded, big)
     if compile_layers:
         with compiled_layers(vlm.model.language_model.layers):
-            t = timed(lambda: score_encoded(judge, encoded, counts, big), s.device, 2, 2)
-            compiled = score_encoded(judge, encoded, counts, big)
+            t = timed(lambda: judge.score_many(encoded, big), s.device, 2, 2)
+            compiled = judge.score_many(encoded, big)
         rates[f"d_model_only_{big}_queries_per_forward_compiled_layers"] = total / min(t)
         report[f"mfu_d_{big}_compiled_layers"] = mfu(flops_per_query * len(queries), min(t), peak)
         report["max_abs_diff_compiled_vs_eager"] = float(max(np.abs(c - m).max() for c, m in zip(compiled, multi)))
@@ -1056,7 +1037,7 @@ def measure_train(
     embedder = state["embedder"]
     processor = embedder.processor
     embedder.train()
-    model = lora_model(embedder, UniMEV2TrainingArguments(output_dir=folder, lora_dropout=0.0, use_dora=False))
+    model = lora_model(embedder, UniMEV2ModelArguments(backbone="in memory", lora_dropout=0.0, use_dora=False))
     lora_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     trainer = make_trainer(s, model, folder)
     state.update(trainer=trainer, processor=processor, lora_params=lora_params)
@@ -1178,13 +1159,13 @@ def measure_recipe_adapter(
         lora_alpha=64,
         lora_dropout=0.1,
         use_dora=True,
-        target_modules=trainer.args.peft_target_modules,
+        target_modules=lora_target_regex(),
         bias="none",
     )
     model.add_adapter("recipe", recipe)
     model.set_adapter("recipe")
     try:
-        recipe_trainer = make_trainer(s, model, folder, lora_dropout=0.1, use_dora=True)
+        recipe_trainer = make_trainer(s, model, folder)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         plan = [Variant(f"buckets_b{s.batch}_gc_recipe_dora_dropout0.1", batch, checkpointing=True)]
         run_plan(s, recipe_trainer, plan, state, peak, params, Report(None, 1e9), variants, needs_s=0)

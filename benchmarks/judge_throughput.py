@@ -30,7 +30,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
-from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer, set_pixel_budget
+from unime_v2.modeling_unime_v2 import JudgeScorer, set_pixel_budget
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""How mining's wall time and peak memory grow with the number of queries (issue 14; BENCHMARKS.md).
+"""How mining's wall time and peak memory grow with the number of queries (BENCHMARKS.md).
 
     python benchmarks/mining_scale.py --sizes 10000 50000 200000 --json benchmarks/results/mining_scale.json
     python benchmarks/mining_scale.py --tiny            # the smoke test's size (tests/benchmarks/test_mining_scale.py)
@@ -11,7 +11,7 @@ as files under an image root (MMEB-train's layout, ``--images files``) or as byt
 
 **The embedder and the judge are stubs of this harness**, not models: ``encode`` returns a hash-seeded random
 vector per item and ``score`` a hash of the texts, behind the interfaces ``mine`` calls (``load_embedder(...)
-.encode(items, batch_size=...)``, ``load_judge(...).score(query, candidates)``). The pipeline still decodes every
+.encode(items, batch_size=...)``, ``load_judge(...).score_queries(queries, candidate_lists)``). The pipeline still decodes every
 image it hands them. So the times are the pipeline's own overhead (reading, decoding, caching, searching,
 sampling, writing), not model time: on real models the embed and judge stages are dominated by the model.
 
@@ -66,12 +66,18 @@ class StubEmbedder:
 
 
 class StubJudge:
-    """``score`` like ``JudgeScorer.score``: one float32 in [0, 1) per candidate, a hash of both texts."""
+    """``score_queries`` like ``UniMEV2Reranker.score_queries``: per query one float32 in [0, 1) per candidate, a
+    hash of both texts."""
 
     def score(self, query: dict[str, Any], candidates: list[dict[str, Any]]) -> np.ndarray:
         return np.asarray(
             [zlib.crc32((query["text"] + "|" + c["text"]).encode()) / 2**32 for c in candidates], dtype=np.float32
         )
+
+    def score_queries(
+        self, queries: list[dict[str, Any]], candidate_lists: list[list[dict[str, Any]]], queries_per_forward: int = 8
+    ) -> list[np.ndarray]:
+        return [self.score(query, candidates) for query, candidates in zip(queries, candidate_lists)]
 
 
 # ------------------------------------------------------------------------------------------------ memory probe

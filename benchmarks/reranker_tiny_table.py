@@ -28,8 +28,8 @@ def row(path: Path, label: str | None = None) -> str:
 
 
 RECIPE = {
-    "recipe_pairwise_96": "reranker_tiny_judge.yaml: 2000 steps, cosine",
-    "recipe_listwise_96": "reranker_tiny_judge.yaml: 2000 steps, cosine",
+    "recipe_pairwise_96": "reranker/tiny_from_judge.yaml: 2000 steps, cosine",
+    "recipe_listwise_96": "reranker/tiny_from_judge.yaml: 2000 steps, cosine",
     "steps600_pairwise_96": "same, 600 steps, constant rate",
     "steps600_listwise_96": "same, 600 steps, constant rate",
 }

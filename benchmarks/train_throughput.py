@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mined_dataset  # noqa: E402
-from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits  # noqa: E402
+from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mini_mmeb  # noqa: E402
 from unime_v2.data_builders.tiny_backbones import build_tiny_backbone  # noqa: E402
 from unime_v2.trainers import (  # noqa: E402
     UniMEV2Collator,
+    UniMEV2ModelArguments,
     UniMEV2TrainingArguments,
     base_embedder,
     build_embedder,
@@ -120,17 +120,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="unime_v2_throughput_") as tmp:  # the model is in memory after this
         workdir = Path(tmp)
         backbone = build_tiny_backbone("qwen2_vl", workdir / "tiny_qwen2_vl", seed=0)
-        train_rows, _ = mini_mmeb_splits(0, max(8, args.batch), 1, 8, {"tasks": TINY_TASKS})
-        dataset = TrainingRecords(oracle_mined_dataset(train_rows), num_hard_negatives=args.k)
+        mined, _ = oracle_mini_mmeb(0, max(8, args.batch), extra={"tasks": TINY_TASKS})
+        dataset = TrainingRecords(mined, num_hard_negatives=args.k)
         records = [
             dataset[i]
             for i in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[: args.batch].tolist()
         ]
-        training_args = UniMEV2TrainingArguments(
-            output_dir=str(workdir / "out"), lora_dropout=0.0, use_dora=False, report_to="none"
-        )
+        training_args = UniMEV2TrainingArguments(output_dir=str(workdir / "out"), report_to="none")
+        model_args = UniMEV2ModelArguments(backbone=str(backbone), lora_dropout=0.0, use_dora=False)
         torch.manual_seed(0)
-        model = build_embedder(str(backbone), training_args).to(args.device).train()
+        model = build_embedder(str(backbone), model_args, training_args).to(args.device).train()
         processor = base_embedder(model).processor
         collator = UniMEV2Collator(processor)
 

@@ -1,9 +1,5 @@
-"""One configuration path for every script, one grammar for the embedded defaults, one cache.
-
-Every script (``examples/train.py``, ``examples/mine.py``, ``examples/train_tiny_judge.py``, …) declares its
-settings as dataclasses whose fields carry ``metadata={"help": …}`` and parses them with :class:`RecipeParser`:
-``--config recipe.yaml`` gives the values of a YAML recipe, and ``--<field> value`` on the command line overrides
-any of them (docs/architecture.md).
+"""The embedded defaults' grammar (spec strings) and the cache; the parser of every script's recipe is
+:class:`~unime_v2.trainers.arguments.RecipeParser`.
 
 Spec strings name the embedded defaults wherever a checkpoint or a dataset is expected:
 
@@ -11,24 +7,22 @@ Spec strings name the embedded defaults wherever a checkpoint or a dataset is ex
   into ``<cache>/tiny_backbones/<kind>-seed<seed>``;
 * ``tiny:pretrained`` — the pretrained tiny Qwen2-VL shipped in ``data_builders/assets`` (docs/tiny_pretrained_vlm.md);
 * ``mini_mmeb`` — the generated benchmark's held-out rows (evaluation data);
-* ``oracle:mini_mmeb`` — mini-MMEB training records with ORACLE scores standing in for judge scores (demo only).
+* ``oracle:mini_mmeb`` — mini-MMEB training records with ORACLE scores standing in for judge scores (demo only);
+* ``judge_pairs:mini_mmeb`` — Yes/No judge pairs of mini-MMEB train facts
+  (:func:`~unime_v2.data_builders.formats.judge_pairs.mini_mmeb_judge_pairs`).
 
 The cache is ``$UNIME_V2_CACHE`` or ``~/.cache/unime_v2``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
-
-from trl import TrlParser
 
 from .storage import atomic_directory
-from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone
+from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone, shipped_tiny_vlm
 
 
 TINY_PREFIX = "tiny:"
@@ -36,32 +30,6 @@ PRETRAINED_TINY = "tiny:pretrained"
 MINI_MMEB = "mini_mmeb"
 ORACLE_MINI_MMEB = "oracle:mini_mmeb"
 CACHE_ENV = "UNIME_V2_CACHE"
-
-
-class RecipeParser(TrlParser):
-    """``TrlParser`` whose ``--help`` also lists ``--config`` (the YAML recipe) and that returns only dataclasses.
-
-    Values come from the dataclass defaults, then the recipe, then the command line (last wins). A key of the
-    recipe that no dataclass has is an error naming the key and the file.
-    """
-
-    def __init__(self, dataclass_types: Iterable[type], **kwargs: Any) -> None:
-        super().__init__(dataclass_types, **kwargs)
-        self.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe: field values; the command line wins.")
-
-    def parse(self, argv: list[str] | None = None) -> tuple[Any, ...]:
-        """Parse ``argv`` (default ``sys.argv[1:]``) into one instance per dataclass."""
-        try:
-            outputs = self.parse_args_and_config(argv)
-        except ValueError as error:
-            config = _config_path(argv)
-            raise ValueError(f"{config or 'recipe'}: {error}") from error
-        return tuple(out for out in outputs if not isinstance(out, argparse.Namespace))
-
-
-def _config_path(argv: list[str] | None) -> str | None:
-    args = list(argv or [])
-    return args[args.index("--config") + 1] if "--config" in args[:-1] else None
 
 
 def default_cache_dir() -> Path:
@@ -93,8 +61,6 @@ def resolve_backbone(
             main process builds under a multi-process launch; the others wait and reuse the folder.
     """
     if spec == PRETRAINED_TINY:
-        from .tiny_pretrain import shipped_tiny_vlm
-
         return str(shipped_tiny_vlm())
     parsed = parse_tiny_spec(spec)
     if parsed is None:

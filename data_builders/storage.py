@@ -1,10 +1,11 @@
-"""Writing files so that no reader ever sees half of one, and the project's one content hash."""
+"""Writing files so that no reader ever sees half of one, and the project's one content hash and content keys."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,37 @@ def pixels_key(image: Any) -> str:
     return "pixels:" + content_hash(f"{image.mode}:{image.size}".encode() + image.tobytes())
 
 
-def item_key(text: str, image_key: str) -> str:
-    """The key of an item (text + image): equal keys <=> same text and same image (``image_key`` ``-`` for none)."""
-    return content_hash(f"{text}\x00{image_key}")
+def file_key(path: str | os.PathLike) -> str:
+    """The key of an image file: its absolute path and size (``missing:<path>`` when absent). One ``stat``, no read:
+    cheap for millions of files, and a file put back as it was keeps its key, so finished work is reused."""
+    full = os.path.abspath(os.fspath(path))
+    try:
+        return f"file:{full}:{os.stat(full).st_size}"
+    except FileNotFoundError:
+        return f"missing:{full}"
+
+
+def image_key(image: Any) -> str:
+    """The identity of an image, the one rule of mining, judge pairs and evaluation caches: ``-`` for none (``None``
+    or ``""``); encoded bytes (raw, or a ``{"bytes", "path"}`` cell as ``datasets``' ``Image(decode=False)`` stores
+    it) by their SHA-256; a file by :func:`file_key`; a decoded (PIL) image by :func:`pixels_key`."""
+    if image is None or isinstance(image, str) and not image:
+        return "-"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return "sha256:" + content_hash(bytes(image))
+    if isinstance(image, Mapping):
+        if image.get("bytes") is not None:
+            return image_key(image["bytes"])
+        return file_key(image["path"]) if image.get("path") else "-"
+    if isinstance(image, (str, os.PathLike)):
+        return file_key(image)
+    if hasattr(image, "tobytes"):
+        return pixels_key(image)
+    raise TypeError(
+        f"an image must be bytes, a {{'bytes', 'path'}} cell, a path, a PIL image or None, got {type(image).__name__}"
+    )
+
+
+def item_key(text: str, image: Any) -> str:
+    """The key of an item (its text and :func:`image_key` of its image): equal keys <=> same text and same image."""
+    return content_hash(f"{text}\x00{image_key(image)}")

@@ -250,3 +250,17 @@ def scratch_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             elif isinstance(module, torch.nn.Embedding):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
     return model
+
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def shipped_tiny_vlm(kind: str = "qwen2_vl") -> Path:
+    """Folder of the pretrained tiny VLM shipped in the repository (``docs/tiny_pretrained_vlm.md``: how it was made,
+    its size and measured quality). Only ``qwen2_vl`` is shipped; the judge and reranker start from it too."""
+    path = ASSETS / f"tiny_vlm_{kind.replace('_', '')}"
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"no shipped tiny VLM for {kind!r} at {path}; make one with examples/pretrain_tiny_vlm.py"
+        )
+    return path

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, ImageDraw
 
-from unime_v2.data_builders.mining import load_embedder
-from unime_v2.data_builders.recipes import RecipeParser, resolve_backbone
+from unime_v2.data_builders.checkpoints import load_embedder
+from unime_v2.data_builders.recipes import resolve_backbone
+from unime_v2.trainers.arguments import RecipeParser
 
 
 SHAPES = {"red circle": ((220, 40, 40), "ellipse"), "blue square": ((40, 60, 220), "rectangle")}

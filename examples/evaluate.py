@@ -1,7 +1,7 @@
 """Evaluate an embedder (and optionally a reranker): the paper's MMEB, retrieval and SugarCrepe tables.
 
     python examples/evaluate.py --model DIR_OR_HUB_ID [--reranker DIR_OR_HUB_ID] --suite mmeb|retrieval|sugarcrepe|all \
-        --data mini_mmeb | --mmeb_eval TIGER-Lab/MMEB-eval --image_dir DIR | --retrieval_dir DIR --output_dir OUT
+        --data mini_mmeb | --mmeb_eval TIGER-Lab/MMEB-eval --image_root DIR | --retrieval_dir DIR --output_dir OUT
     accelerate launch --num_processes N examples/evaluate.py ...     # the same, shared over processes / GPUs
 
 Every setting: ``--help``; a YAML recipe: ``--config recipe.yaml``. Outputs and layouts: docs/evaluation.md.
@@ -9,7 +9,7 @@ Every setting: ``--help``; a YAML recipe: ``--config recipe.yaml``. Outputs and 
 
 from __future__ import annotations
 
-from unime_v2.data_builders.recipes import RecipeParser
+from unime_v2.trainers.arguments import RecipeParser
 from unime_v2.trainers.evaluation.run import EvaluationArguments, run_evaluation
 
 

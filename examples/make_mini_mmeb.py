@@ -1,6 +1,6 @@
 """Generate Mini-MMEB, save it with ``save_to_disk`` and export it in MMEB's own file formats.
 
-    python examples/make_mini_mmeb.py --out DIR --seed 0 [--train_pairs 20000 --eval_queries 150
+    python examples/make_mini_mmeb.py --output_dir DIR --seed 0 [--train_pairs 20000 --eval_queries 150
                                                          --num_candidates 100 --image_size 64]
 
 Writes ``DIR/hf/<name>/`` (one ``DatasetDict`` per set: mmeb, caption_retrieval, long_caption, compositional) and
@@ -24,14 +24,14 @@ from unime_v2.data_builders.mini_mmeb import (
     make_vocab,
     summary_rows,
 )
-from unime_v2.data_builders.recipes import RecipeParser
+from unime_v2.trainers.arguments import RecipeParser
 
 
 @dataclass
 class MakeMiniMMEBArguments:
     """What to generate and where (defaults are ``MiniMMEBConfig``'s)."""
 
-    out: str = field(metadata={"help": "Output folder."})
+    output_dir: str = field(metadata={"help": "Output folder."})
     seed: int = field(default=MiniMMEBConfig.seed, metadata={"help": "Everything is deterministic by seed."})
     train_pairs: int = field(default=MiniMMEBConfig.train_pairs, metadata={"help": "MMEB-train style records."})
     eval_queries: int = field(default=MiniMMEBConfig.eval_queries, metadata={"help": "Eval queries per task."})
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         start = time.perf_counter()
         for name, dsd in built.items():
-            dsd.save_to_disk(os.path.join(args.out, "hf", name))
+            dsd.save_to_disk(os.path.join(args.output_dir, "hf", name))
         timings["save_to_disk"] = time.perf_counter() - start
     if not args.no_export:
         start = time.perf_counter()
-        export_mmeb_files(built["mmeb"], os.path.join(args.out, "mmeb"))
-        export_companion_files(built, os.path.join(args.out, "mmeb"))
+        export_mmeb_files(built["mmeb"], os.path.join(args.output_dir, "mmeb"))
+        export_companion_files(built, os.path.join(args.output_dir, "mmeb"))
         timings["export_mmeb_files"] = time.perf_counter() - start
     print()
     print(format_summary(summary_rows(built)))
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(built[name]['test'])} rows")
     print(f"held-out colour x shape combos (OOD): {[' '.join(p) for p in make_vocab(config).heldout]}")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    print(f"output: {os.path.abspath(args.out)}")
+    print(f"output: {os.path.abspath(args.output_dir)}")
     return 0
 
 

@@ -1,10 +1,10 @@
 """Mine MLLM-as-a-Judge hard negatives (UniME-V2, docs/method.md §1–3) on one or many processes, resumably.
 
-    accelerate launch --multi_gpu --num_processes 2 examples/mine.py --config examples/configs/mine_tiny.yaml \
+    accelerate launch --multi_gpu --num_processes 2 examples/mine.py --config examples/configs/mining/tiny.yaml \
         --output_dir out     # two processes; on a machine without GPUs they run on CPU (gloo)
-    python examples/mine.py --config examples/configs/mine_tiny.yaml --output_dir out --beta 0.2   # one process
+    python examples/mine.py --config examples/configs/mining/tiny.yaml --output_dir out --beta 0.2   # one process
     accelerate launch --multi_gpu --num_processes 8 examples/mine.py \
-        --config examples/configs/mine_vlm2vec_qwen25vl7b.yaml --output_dir mined-mmeb --push_to_hub you/UniME-V2-mined
+        --config examples/configs/mining/vlm2vec_qwen25vl7b.yaml --output_dir mined-mmeb --push_to_hub you/UniME-V2-mined
 
 Every field of ``MiningConfig`` can be set in the recipe and overridden on the command line (``--help`` lists
 them); mappings (``columns``, ``mini_mmeb``) take JSON there, e.g. ``--columns '{"pos_image": "pos_image_path"}'``.
@@ -34,7 +34,7 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
 from unime_v2.data_builders.mining import MiningConfig, mine
-from unime_v2.data_builders.recipes import RecipeParser
+from unime_v2.trainers.arguments import RecipeParser
 
 
 KILL_ENV = "UNIME_V2_MINE_KILL_AFTER_SHARDS"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from unime_v2.data_builders import tiny_pretrain as tp
-from unime_v2.data_builders.recipes import RecipeParser
+from unime_v2.trainers import tiny_pretrain as tp
+from unime_v2.trainers.arguments import RecipeParser
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from unime_v2.data_builders.recipes import RecipeParser
 from unime_v2.hub_cards import PushArguments, StagedRepo, push
+from unime_v2.trainers.arguments import RecipeParser
 
 
 def main(argv: list[str] | None = None) -> Any:

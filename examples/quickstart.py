@@ -9,15 +9,281 @@ data (training queries, disjoint in facts from the held-out rows) -> seed embedd
 judge (pairwise Yes/No fine-tuning; agreement with mini-MMEB's oracle reported, never trained on) -> mining
 (global retrieval, judge scores, sampling) -> UniME-V2 and the reranker on the mined data -> evaluation of the
 untrained VLM, the seed embedder, UniME-V2 and UniME-V2 + reranker. Writes ``summary.md`` / ``summary.json``.
+
+Every stage writes under ``output_dir/<stage>/`` and, once it succeeded, a ``.done`` file there; a rerun skips the
+finished stages (``overwrite`` starts over). Every figure of the final table is read back from the stages' own output
+files (``results.json`` of ``examples/evaluate.py``, ``judge_training.json``, the mining report), never computed here.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from unime_v2.data_builders.quickstart import QuickstartArguments, run_quickstart, summary_markdown
-from unime_v2.data_builders.recipes import RecipeParser
+from unime_v2.data_builders.mini_mmeb import task_table
+from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
+from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
+from unime_v2.hub_cards.markdown import markdown_grid
+from unime_v2.trainers.arguments import RecipeParser
+
+
+TASKS = ("MiniImageNet-cls", "MiniCOCO-i2t", "MiniCOCO-t2i", "MiniObjectNet-cls", "MiniNovel-t2i")
+IND_TASKS = TASKS[:3]
+SIZES: dict[str, dict[str, Any]] = {
+    "default": {
+        "train_per_task": 1000,
+        "seed_steps": 300,
+        "judge_pairs": 1800,
+        "judge_steps": 600,
+        "mine_per_task": 300,
+        "top_k": 30,
+        "unime_v2_steps": 300,
+        "reranker_steps": 300,
+        "eval_rows": 32,
+        "logging_steps": 25,
+        "companions": {"caption_images": 40, "long_caption_images": 40, "compositional_per_subset": 16},
+    },
+    "small": {
+        "train_per_task": 64,
+        "seed_steps": 30,
+        "judge_pairs": 120,
+        "judge_steps": 30,
+        "mine_per_task": 16,
+        "top_k": 12,
+        "unime_v2_steps": 12,
+        "reranker_steps": 8,
+        "eval_rows": 6,
+        "logging_steps": 2,
+        "companions": {"caption_images": 8, "long_caption_images": 8, "compositional_per_subset": 3},
+    },
+}
+STAGES = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed", "eval_unime_v2")
+
+
+@dataclass
+class QuickstartArguments:
+    """Settings of ``examples/quickstart.py``."""
+
+    output_dir: str = field(default="runs/quickstart", metadata={"help": "Every stage writes under this folder."})
+    seed: int = field(default=0, metadata={"help": "Seeds the data, every training run and the mining draws."})
+    size: str = field(default="default", metadata={"help": f"Preset of steps and data sizes: {' | '.join(SIZES)}."})
+    overwrite: bool = field(default=False, metadata={"help": "Start over instead of reusing finished stages."})
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"--size {self.size!r}; choose one of {tuple(SIZES)}")
+
+
+def run_stage(name: str, command: Sequence[str] | None, out: Path, work: Any = None) -> float:
+    """Run one stage (a script in a subprocess, output streamed and logged, or ``work()`` in-process) unless its
+    ``.done`` marker exists; returns the seconds it took (0 when reused)."""
+    done = out / name / ".done"
+    if done.exists():
+        print(f"\n=== {name}: reusing {done.parent}", flush=True)
+        return 0.0
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    if command is None:
+        print(f"\n=== {name}", flush=True)
+        work()
+    else:
+        print(f"\n=== {name}: {' '.join(command)}", flush=True)
+        _stream(name, command, out / "logs" / f"{name}.log")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(f"{time.time() - start:.1f}\n")
+    return time.time() - start
+
+
+def _stream(name: str, command: Sequence[str], log_path: Path) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread per process is fastest on a small CPU
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for line in process.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        if process.wait() != 0:
+            raise SystemExit(f"stage {name!r} failed (exit {process.returncode}); see {log_path}")
+
+
+def write_mining_source(target: Path, seed: int, per_task: int) -> None:
+    """The (query, positive) records to mine, in MMEB-train columns: the first ``per_task`` training queries of each
+    in-distribution task (disjoint in facts from every held-out row; ``mini_mmeb/splits.py``)."""
+    from datasets import Dataset, Features, Image, Value
+
+    train, _ = mini_mmeb_splits(seed, per_task, 1, 2, {"tasks": list(TASKS)})
+    features = Features(
+        {
+            "qry": Value("string"),
+            "qry_image": Image(),
+            "pos_text": Value("string"),
+            "pos_image": Image(),
+            "dataset": Value("string"),
+        }  # fmt: skip
+    )
+    raw = train.with_format("arrow")[:].to_pylist()  # images stay encoded bytes
+    columns = {
+        "qry": [r["qry_text"] for r in raw],
+        "qry_image": [r["qry_image"] for r in raw],
+        "pos_text": [r["tgt_text"][0] for r in raw],
+        "pos_image": [r["tgt_image"][0] for r in raw],
+        "dataset": [r["dataset"] for r in raw],
+    }
+    Dataset.from_dict(columns, features=features).save_to_disk(str(target))
+
+
+def stage_commands(args: QuickstartArguments, examples: Path) -> dict[str, list[str] | None]:
+    """The command line of every stage (``None``: an in-process stage)."""
+    out, size, python = Path(args.output_dir).resolve(), SIZES[args.size], sys.executable
+    vlm, seed, configs = str(shipped_tiny_vlm()), str(args.seed), examples / "configs"
+    logging = ["--logging_steps", str(size["logging_steps"])]
+    train = [python, str(examples / "train.py"), *logging]
+    evaluation = [
+        python, str(examples / "evaluate.py"), "--suite", "all", "--data", "mini_mmeb", "--mini_mmeb_seed", seed,
+        "--mini_mmeb_test_per_task", str(size["eval_rows"]), "--mini_mmeb_num_candidates", "100",
+        "--mini_mmeb_config", json.dumps({"tasks": list(TASKS), **size["companions"]}),
+        "--cache_dir", str(out / "eval_cache"), "--batch_size", "64",
+    ]  # fmt: skip
+    return {
+        "data": None,
+        "seed": [*train, "--config", str(configs / "quickstart" / "seed.yaml"), "--backbone", vlm,
+                 "--output_dir", str(out / "seed"), "--seed", seed, "--mini_mmeb_seed", seed,
+                 "--mini_mmeb_train_per_task", str(size["train_per_task"]), "--max_steps", str(size["seed_steps"])],
+        "judge": [python, str(examples / "train_reranker.py"), "--config", str(configs / "quickstart" / "judge.yaml"),
+                  "--backbone", vlm, "--output_dir", str(out / "judge"), "--mini_mmeb_config", json.dumps({"tasks": list(IND_TASKS)}),
+                  "--seed", seed, "--data_seed", seed, "--mini_mmeb_seed", seed,
+                  "--mini_mmeb_train_per_task", str(size["judge_pairs"] // len(IND_TASKS)),
+                  "--max_steps", str(size["judge_steps"]), "--mini_mmeb_test_per_task", str(size["eval_rows"])],
+        "mine": [python, str(examples / "mine.py"), "--config", str(configs / "quickstart" / "mine.yaml"),
+                 "--data", str(out / "data" / "train"), "--embedder", str(out / "seed"), "--judge", str(out / "judge"),
+                 "--output_dir", str(out / "mine"), "--seed", seed, "--top_k", str(size["top_k"])],
+        "unime_v2": [*train, "--config", str(configs / "quickstart" / "unime_v2.yaml"), "--backbone", vlm,
+                     "--train_data", str(out / "mine" / "dataset"), "--output_dir", str(out / "unime_v2"),
+                     "--seed", seed, "--max_steps", str(size["unime_v2_steps"])],
+        "reranker": [python, str(examples / "train_reranker.py"), *logging, "--config", str(configs / "quickstart" / "reranker.yaml"),
+                     "--backbone", vlm, "--train_data", str(out / "mine" / "dataset"),
+                     "--output_dir", str(out / "reranker"), "--seed", seed,
+                     "--max_steps", str(size["reranker_steps"])],
+        "eval_pretrained": [*evaluation, "--model", vlm, "--prompt_format", "chat", "--output_dir", str(out / "eval_pretrained")],
+        "eval_seed": [*evaluation, "--model", str(out / "seed"), "--output_dir", str(out / "eval_seed")],
+        "eval_unime_v2": [*evaluation, "--model", str(out / "unime_v2"), "--reranker", str(out / "reranker"),
+                          "--output_dir", str(out / "eval_unime_v2")],
+    }  # fmt: skip
+
+
+def run_quickstart(args: QuickstartArguments, examples: Path) -> dict[str, Any]:
+    """Run (or resume) every stage, then write ``summary.json`` and ``summary.md``; returns the summary."""
+    out = Path(args.output_dir).resolve()
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    commands = stage_commands(args, examples)
+    size = SIZES[args.size]
+    source = out / "data" / "train"
+    seconds = {}
+    for name in STAGES:
+        work = (lambda: write_mining_source(source, args.seed, size["mine_per_task"])) if name == "data" else None
+        seconds[name] = round(run_stage(name, commands[name], out, work), 1)
+    summary = build_summary(out, seconds, args)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(summary_markdown(summary) + "\n")
+    return summary
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _mmeb_row(name: str, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """One table row: overall, IND, OOD and per meta-task precision@1 (``prefix`` ``rerank/`` for the reranker)."""
+    head = f"{prefix}precision_at_1"
+    row: dict[str, Any] = {"model": name, "overall": metrics.get(head), "ind": metrics.get(f"{head}/ind"),
+                           "ood": metrics.get(f"{head}/ood")}  # fmt: skip
+    row.update({k[len(head) + 1 :]: v for k, v in metrics.items() if k.startswith(f"{head}/meta/")})
+    if prefix:
+        row["fallbacks"] = metrics.get(f"{prefix}fallbacks")
+    return row
+
+
+def _companions(suites: Mapping[str, Any], rerank: bool = False) -> dict[str, float]:
+    """Retrieval R@1 (image->text, text->image) and SugarCrepe replace/swap/add accuracy, per companion set; the
+    reranker's (keys holding ``rerank/``) or the embedder's."""
+    out = {}
+    for suite in ("retrieval", "sugarcrepe"):
+        for key, value in suites.get(suite, {}).get("metrics", {}).items():
+            if ("rerank/" in key) != rerank:
+                continue
+            bare = key.replace("rerank/", "")
+            if bare.endswith(("/i2t_R@1", "/t2i_R@1")) or bare in (
+                "accuracy/replace",
+                "accuracy/swap",
+                "accuracy/add",
+            ):
+                out[bare] = value
+    return out
+
+
+def build_summary(out: Path, seconds: Mapping[str, float], args: QuickstartArguments) -> dict[str, Any]:
+    """Every figure of the quickstart, read from the stages' output files."""
+    rows, others = [], {}
+    for stage, name in (("eval_pretrained", "pretrained tiny VLM (no training)"), ("eval_seed", "seed embedder"),
+                        ("eval_unime_v2", "UniME-V2")):  # fmt: skip
+        results = _read(out / stage / "results.json")
+        suites = results.get("suites", {})
+        rows.append(_mmeb_row(name, suites.get("mmeb", {}).get("metrics", {})))
+        others[name] = _companions(suites)
+        if results.get("reranker"):
+            rows.append(_mmeb_row("UniME-V2 + reranker", suites.get("mmeb", {}).get("metrics", {}), "rerank/"))
+            others["UniME-V2 + reranker"] = _companions(suites, rerank=True)
+    judge = _read(out / "judge" / "judge_training.json")
+    mined = _read(out / "mine" / "report.json")
+    return {
+        "settings": {"seed": args.seed, "size": args.size, **SIZES[args.size], "tasks": list(TASKS)},
+        "seconds": dict(seconds),
+        "total_seconds": round(sum(seconds.values()), 1),
+        "mmeb": rows,
+        "companions": others,
+        "judge": {k: judge.get(k, {}) for k in ("before", "after")},
+        "mining": mined.get("counts", {}),
+    }
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The quickstart's tables: MMEB precision@1 per meta-task, IND/OOD/overall; companion sets; judge; timings."""
+    metas = sorted({k for row in summary["mmeb"] for k in row if k.startswith("meta/")})
+    header = ["model", *[m.split("/", 1)[1] for m in metas], "IND", "OOD", "overall", "listwise fallbacks"]
+    cells = [[r["model"], *[r.get(m, "") for m in metas], r.get("ind", ""), r.get("ood", ""), r.get("overall", ""),
+              r.get("fallbacks", "")] for r in summary["mmeb"]]  # fmt: skip
+    parts = ["### mini-MMEB precision@1 (100 candidates, held-out rows)", markdown_grid(header, cells)]
+    keys = sorted({k for values in summary["companions"].values() for k in values})
+    if keys:
+        comp = [[name, *[values.get(k, "") for k in keys]] for name, values in summary["companions"].items()]
+        parts += ["### Companion sets (retrieval R@1, SugarCrepe accuracy)", markdown_grid(["model", *keys], comp)]
+    after = summary["judge"].get("after", {}).get("heldout_in_pool", {})
+    before = summary["judge"].get("before", {}).get("heldout_in_pool", {})
+    if after:
+        per = after.get("per_dataset", {})
+        judge_rows = [["all IND tasks", "", before.get("auc", ""), after.get("auc", "")]]
+        meta = {row["dataset"]: row["meta_task"] for row in task_table()}
+        for name in sorted(per, key=lambda n: (meta.get(n, ""), n)):
+            earlier = before.get("per_dataset", {}).get(name, {}).get("auc", "")
+            judge_rows.append([name, meta.get(name, ""), earlier, per[name].get("auc", "")])
+        parts += ["### Judge agreement with the oracle (AUC, held-out queries)",
+                  markdown_grid(["tasks", "meta-task", "before fine-tuning", "after"], judge_rows)]  # fmt: skip
+    mining = summary["mining"]
+    if mining:
+        parts += ["### Mining", markdown_grid(["count", "value"], [[k, v] for k, v in mining.items()])]
+    timing = [[name, value] for name, value in summary["seconds"].items()] + [["total", summary["total_seconds"]]]
+    parts += ["### Seconds per stage", markdown_grid(["stage", "seconds"], timing)]
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> dict:

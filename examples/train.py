@@ -1,14 +1,15 @@
 """Train a UniME-V2 embedder from a YAML recipe; any field can be overridden on the command line.
 
-    accelerate launch examples/train.py --config examples/configs/tiny.yaml --output_dir runs/tiny
-    accelerate launch --multi_gpu --num_processes 2 examples/train.py --config examples/configs/tiny.yaml \
+    accelerate launch examples/train.py --config examples/configs/embedder/tiny.yaml --output_dir runs/tiny
+    accelerate launch --multi_gpu --num_processes 2 examples/train.py --config examples/configs/embedder/tiny.yaml \
         --output_dir runs/tiny2 --per_device_train_batch_size 4          # two processes (CPU: gloo)
-    accelerate launch --config_file examples/configs/accelerate_8gpu.yaml examples/train.py \
-        --config examples/configs/qwen2vl_2b_paper.yaml --output_dir runs/qwen2vl_2b
+    accelerate launch --config_file examples/configs/accelerate/8gpu.yaml examples/train.py \
+        --config examples/configs/embedder/qwen2vl_2b_paper.yaml --output_dir runs/qwen2vl_2b
     ... --resume_from_checkpoint runs/tiny/checkpoint-20      (or "last": the newest checkpoint in output_dir)
 
-The fields are those of ``UniMEV2DataArguments`` (backbone, data) and ``UniMEV2TrainingArguments`` (everything
-``TrainingArguments`` has, plus the loss, LoRA and image settings); ``--help`` lists them. Spec strings:
+The fields are those of ``UniMEV2ModelArguments`` (backbone, dtype, LoRA, vision tower), ``UniMEV2DataArguments``
+(data) and ``UniMEV2TrainingArguments`` (everything ``TrainingArguments`` has, plus the loss, prompt and image
+settings); ``--help`` lists them. Spec strings:
 ``backbone: tiny:qwen2_vl`` builds a tiny random backbone once into the cache; ``train_data: oracle:mini_mmeb``
 builds mini-MMEB and uses its distractors with ORACLE scores in place of judge scores (demo data, labelled as such
 in the logs); ``eval_data: mini_mmeb`` evaluates on held-out rows of the same build.
@@ -20,10 +21,12 @@ import json
 import sys
 from typing import Any
 
-from unime_v2.data_builders.recipes import RecipeParser, resolve_backbone
+from unime_v2.data_builders.recipes import resolve_backbone
 from unime_v2.trainers import (
+    RecipeParser,
     UniMEV2Collator,
     UniMEV2DataArguments,
+    UniMEV2ModelArguments,
     UniMEV2Trainer,
     UniMEV2TrainingArguments,
     base_embedder,
@@ -32,13 +35,18 @@ from unime_v2.trainers import (
 from unime_v2.trainers.data import load_training_data, resolve_resume_checkpoint, setup_logging
 
 
+def parse(argv: list[str] | None = None) -> tuple[UniMEV2ModelArguments, UniMEV2DataArguments, Any]:
+    """The script's three argument groups from ``--config`` and the command line."""
+    return RecipeParser((UniMEV2ModelArguments, UniMEV2DataArguments, UniMEV2TrainingArguments)).parse(argv)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train, save (merged model + adapter + card), evaluate; returns the run's summary metrics."""
-    data_args, args = RecipeParser((UniMEV2DataArguments, UniMEV2TrainingArguments)).parse(argv)
+    model_args, data_args, args = parse(argv)
     setup_logging(args)
     records, eval_rows = load_training_data(data_args, args)
-    backbone = resolve_backbone(data_args.backbone, main_process_first=args.main_process_first)
-    model = build_embedder(backbone, args)
+    backbone = resolve_backbone(model_args.backbone, main_process_first=args.main_process_first)
+    model = build_embedder(backbone, model_args, args)
     processor = base_embedder(model).processor
     trainer = UniMEV2Trainer(
         model=model,

@@ -1,55 +1,93 @@
 """Train the UniME-V2-Reranker (L_pair + L_list) on a mined dataset; the saved folder loads with ``AutoModel``.
 
-    accelerate launch examples/train_reranker.py examples/configs/reranker_tiny.yaml --output_dir runs/reranker_tiny
-    accelerate launch --config_file examples/configs/accelerate_8gpu.yaml examples/train_reranker.py \
-        examples/configs/reranker_qwen25vl7b.yaml --output_dir runs/reranker_7b
+    accelerate launch examples/train_reranker.py --config examples/configs/reranker/tiny.yaml \
+        --output_dir runs/reranker_tiny
+    accelerate launch --config_file examples/configs/accelerate/8gpu.yaml examples/train_reranker.py \
+        --config examples/configs/reranker/qwen25vl7b.yaml --output_dir runs/reranker_7b --train_data MINED_DATASET
+    OMP_NUM_THREADS=1 python examples/train_reranker.py --config examples/configs/reranker/tiny_judge.yaml \
+        --output_dir runs/tiny_judge          # the tiny judge of the demos: pairwise only, on mini-MMEB pairs
 
-Settings: ``UniMEV2RerankerDataArguments`` and ``UniMEV2RerankerTrainingArguments`` (``--help``); a recipe is
-given as the first argument or with ``--config``, and any field can be overridden on the command line.
+Settings: ``UniMEV2ModelArguments`` (backbone, dtype, LoRA; the reranker's paper values by default),
+``UniMEV2RerankerDataArguments`` and ``UniMEV2RerankerTrainingArguments`` (``--help``); a recipe is given with
+``--config``, and any field can be overridden on the command line. With ``--judge_quality true`` (judge pairs only) the judge is
+scored against mini-MMEB's oracle before and after training, into ``judge_training.json`` (docs/judge_training.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
+from typing import Any
 
+import torch
 from accelerate import PartialState
 
-from unime_v2.data_builders.recipes import RecipeParser, resolve_backbone
-from unime_v2.trainers.reranker_trainer import UniMEV2RerankerTrainer
-from unime_v2.trainers.reranker_training_args import (
+from unime_v2.data_builders.formats.judge_pairs import JUDGE_PAIRS_MINI_MMEB
+from unime_v2.data_builders.recipes import resolve_backbone
+from unime_v2.modeling_unime_v2 import UniMEV2Reranker
+from unime_v2.trainers.arguments import RecipeParser, UniMEV2ModelArguments
+from unime_v2.trainers.reranker import (
+    RERANKER_MODEL_DEFAULTS,
     UniMEV2RerankerDataArguments,
+    UniMEV2RerankerTrainer,
     UniMEV2RerankerTrainingArguments,
     build_reranker,
+    judge_pair_data,
     reranker_records,
 )
+from unime_v2.trainers.reranker.build import training_images
+from unime_v2.trainers.reranker.evaluation import JudgeQualityEvaluator, quality_report, write_judge_training
+
+
+def parse(argv: list[str] | None = None) -> tuple[UniMEV2ModelArguments, UniMEV2RerankerDataArguments, Any]:
+    """The script's three argument groups from ``--config`` and the command line."""
+    parser = RecipeParser(
+        (UniMEV2ModelArguments, UniMEV2RerankerDataArguments, UniMEV2RerankerTrainingArguments),
+        defaults=RERANKER_MODEL_DEFAULTS,
+    )
+    return parser.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> str:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".yaml", ".yml")):
-        argv = ["--config", *argv]
-    data_args, args = RecipeParser((UniMEV2RerankerDataArguments, UniMEV2RerankerTrainingArguments)).parse(argv)
-    path = resolve_backbone(data_args.backbone, main_process_first=PartialState().main_process_first)
-    model, processor = build_reranker(data_args, args, path)
-    records = reranker_records(data_args, seed=args.seed)
+    """Train, save (merged reranker + adapter + card), and with ``judge_quality`` measure; returns ``output_dir``."""
+    start = time.time()
+    model_args, data_args, args = parse(argv)
+    path = resolve_backbone(model_args.backbone, main_process_first=PartialState().main_process_first)
+    judge_data = judge_pair_data(data_args, args) if data_args.train_data == JUDGE_PAIRS_MINI_MMEB else None
+    train_dataset = judge_data.pairs if judge_data is not None else reranker_records(data_args, args.seed)
+    images = training_images(train_dataset) if args.centre_images else None
+    model, processor = build_reranker(model_args, args, path, images=images)
+    evaluator = None
+    if data_args.judge_quality:
+        test_rows = data_args.mini_mmeb_test_per_task > 0
+        evaluator = JudgeQualityEvaluator(judge_data, data_args.mini_mmeb_num_candidates - 1, test_rows, args.seed)
+        before = evaluator(model)
     trainer = UniMEV2RerankerTrainer(
         model=model,
         args=args,
-        train_dataset=records,
+        train_dataset=train_dataset,
         processing_class=processor,
-        pair_weight=args.pair_weight,
-        list_weight=args.list_weight,
-        candidate_lm_weight=args.candidate_lm_weight,
-        num_list_negatives=args.num_list_negatives,
-        num_pair_negatives=args.num_pair_negatives,
-        backbone=data_args.backbone,
+        backbone=model_args.backbone,
         train_data=data_args.train_data,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    train_start = time.time()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    train_seconds = time.time() - train_start
     trainer.save_state()  # trainer_state.json: the logged pair and list losses
     trainer.save_model()  # merged reranker, adapter/, card; with push_to_hub: one commit (docs/publishing.md)
+    if evaluator is not None and args.should_save:
+        after = evaluator(UniMEV2Reranker.from_pretrained(args.output_dir, dtype=torch.float32))  # what mining loads
+        print(quality_report(before, after))
+        settings = {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args), **args.to_dict()}
+        figures = {
+            "train_seconds": round(train_seconds, 1),
+            "total_seconds": round(time.time() - start, 1),
+            "train_loss": result.training_loss,
+        }
+        write_judge_training(args.output_dir, before, after, settings, figures)
     return args.output_dir
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

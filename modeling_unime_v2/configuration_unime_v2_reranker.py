@@ -5,10 +5,27 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 
 from .configuration_unime_v2 import SUPPORTED_BACKBONES
-from .prompting_unime_v2 import JUDGE_PROMPT, RERANK_LIST_PROMPT, RERANK_PAIR_PROMPT
 
 
+JUDGE_PROMPT = (
+    "I will provide you with a query and a candidate. Please evaluate whether the candidate meets the requirements "
+    "of the query. If it does, respond with 'Yes'; if it doesn't, respond with 'No'."
+)
+"""The paper's MLLM-as-a-Judge instruction (docs/method.md §2)."""
+RERANK_PAIR_PROMPT = JUDGE_PROMPT
+"""The released reranker's pairwise instruction: the judge's."""
+RERANK_PAIR_PROMPT_RELEASED = RERANK_PAIR_PROMPT.replace("doesn't, respond", "doesn't, responed")
+"""The pairwise instruction exactly as in the authors' released training data (with their typo "responed")."""
+RERANK_LIST_PROMPT = (
+    "I will provide you with a query followed by multiple candidates in the format: (1) cand1 (2) cand2, etc. "
+    "Each candidate is independent of the others. Evaluate each candidate against the query, and respond with the "
+    "number corresponding to the candidate that best meets the requirements of the query."
+)
+"""The listwise instruction (answer ``Ans: (i)``, 1-based)."""
 PAIR_FORMATS = ("reranker", "judge")
+RERANK_EVAL_IMAGES = {"image_resize": 1344, "min_pixels": 4 * 28 * 28, "max_pixels": 300 * 28 * 28}
+"""The image settings of the authors' rerank evaluation: every image resized to 1344², then scaled into
+[4, 300] · 28² pixels (a 640×480 image becomes 476×476: 289 image tokens for Qwen2.5-VL; docs/reranker.md)."""
 
 
 class UniMEV2RerankerConfig(PretrainedConfig):
@@ -27,6 +44,8 @@ class UniMEV2RerankerConfig(PretrainedConfig):
         max_new_tokens (`int`): generation budget of a listwise answer.
         max_length (`int`, *optional*): the context in tokens (default: the language model's
             ``max_position_embeddings``); longer prompts are refused with the number of candidates that fit.
+        image_resize (`int`, *optional*): resize every image to ``image_resize``² before the processor (the authors'
+            rerank evaluation: 1344, with ``max_pixels=300 * 28 * 28``; see ``RERANK_EVAL_IMAGES``).
         min_pixels, max_pixels (`int`, *optional*): the Qwen-VL processor's pixel budget per image.
     """
 
@@ -45,6 +64,7 @@ class UniMEV2RerankerConfig(PretrainedConfig):
         prefix_sharing: bool = True,
         max_new_tokens: int = 16,
         max_length: int | None = None,
+        image_resize: int | None = None,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         **kwargs,
@@ -71,6 +91,7 @@ class UniMEV2RerankerConfig(PretrainedConfig):
         self.prefix_sharing = prefix_sharing
         self.max_new_tokens = max_new_tokens
         self.max_length = max_length
+        self.image_resize = image_resize
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
         super().__init__(**kwargs)

@@ -4,9 +4,11 @@
 Hub remote code: this file imports only torch, transformers and its siblings, so ``save_pretrained`` copies it next
 to the weights and ``AutoModel.from_pretrained(path, trust_remote_code=True)`` runs it anywhere.
 
-Scoring is :class:`~.scoring_unime_v2.JudgeScorer` (one forward, the query prefix shared across candidates);
-listwise reranking generates the answer and parses its first ``(i)`` (or a bare number), falling back to the
-incoming order on an unparsable or out-of-range answer.
+Prompts are built by :class:`~.processing_unime_v2_reranker.UniMEV2RerankerProcessor` (token for token the authors'
+prompts); scores come from :class:`~.scoring_unime_v2.JudgeScorer` (one forward, the query prefix shared across
+candidates, several queries per forward in :meth:`UniMEV2Reranker.score_queries`); listwise reranking generates the
+answer and parses its first ``(i)`` (or a bare number), falling back to the incoming order on an unparsable or
+out-of-range answer.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
 from transformers.utils import logging
 
-from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, IMAGE_MARKER
-from .configuration_unime_v2_reranker import UniMEV2RerankerConfig
+from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES
+from .configuration_unime_v2_reranker import RERANK_PAIR_PROMPT_RELEASED, UniMEV2RerankerConfig
 from .modeling_unime_v2 import (
     RemoteCodeSaving,
     _hub_kwargs,
@@ -29,19 +31,22 @@ from .modeling_unime_v2 import (
     pop_config_fields,
     require_grads_from_trained_inputs,
 )
-from .processing_unime_v2 import load_item_image
-from .prompting_unime_v2 import (
-    JUDGE_TEMPLATE,
-    RERANK_PAIR_PROMPT_RELEASED,
-    RERANK_TEMPLATE,
-    PairTemplate,
-)
-from .scoring_unime_v2 import JudgeScorer, set_pixel_budget
+from .processing_unime_v2_reranker import EncodedPairs, UniMEV2RerankerProcessor
+from .scoring_unime_v2 import JudgeScorer
 
 
 logger = logging.get_logger(__name__)
 RERANK_MODES = ("listwise", "pairwise")
-_MARKER = re.compile(re.escape(IMAGE_MARKER).replace("1", r"\d+") + r"\n?")
+_PROCESSOR_FIELDS = (
+    "pair_format",
+    "pairwise_prompt",
+    "listwise_prompt",
+    "yes_token",
+    "no_token",
+    "image_resize",
+    "min_pixels",
+    "max_pixels",
+)
 
 
 @dataclass
@@ -77,20 +82,6 @@ def listwise_order(choice: int | None, num_candidates: int) -> list[int]:
     return rest if choice is None else [choice, *rest]
 
 
-def prepare_item(item: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """``{"text", "image"}`` with the image opened as RGB (errors name the item) and image markers removed."""
-    if not isinstance(item, Mapping):
-        raise TypeError(f"{name}: an item is a dict with 'text' and/or 'image', got {type(item).__name__}")
-    try:
-        image = load_item_image(item.get("image"), 0)
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        raise type(error)(f"{name}: {str(error).removeprefix('item 0: ')}") from error
-    text = _MARKER.sub("", item.get("text") or "").strip()
-    if not text and image is None:
-        raise ValueError(f"{name}: has neither text nor image")
-    return {"text": text, "image": image}
-
-
 class UniMEV2RerankerPreTrainedModel(PreTrainedModel):
     config_class = UniMEV2RerankerConfig
     base_model_prefix = "backbone"
@@ -108,8 +99,10 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
     """UniME-V2-Reranker over a generative VLM (``self.backbone``, a ``*ForConditionalGeneration``).
 
     Items are ``{"text": str | None, "image": PIL image | path | None}``; ``<|image_1|>`` markers in texts are
-    removed (the image goes where the layout puts it). :meth:`forward` is the backbone's (training);
-    :meth:`score` and :meth:`rerank` are the user API; :meth:`from_backbone` wraps a plain VLM checkpoint.
+    removed (the image goes where the layout puts it), the rest of the text is read as it is. :meth:`forward` is the
+    backbone's (training); :meth:`score`, :meth:`score_queries` and :meth:`rerank` are the user API;
+    :attr:`processor` (a :class:`UniMEV2RerankerProcessor` built from the config) renders and tokenizes the prompts;
+    :meth:`from_backbone` wraps a plain VLM checkpoint (``pair_format="judge"``: the mining judge).
     """
 
     def __init__(self, config: UniMEV2RerankerConfig):
@@ -117,7 +110,9 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
         if config.backbone_config is None:
             raise ValueError("UniMEV2RerankerConfig.backbone_config is required to build a UniMEV2Reranker")
         self.backbone = AutoModelForImageTextToText.from_config(config.backbone_config)
-        self.processor: Any = None
+        self._backbone_processor: Any = None
+        self._processor: UniMEV2RerankerProcessor | None = None
+        self._processor_key: tuple | None = None
         self._scorer: JudgeScorer | None = None
         self.post_init()
 
@@ -134,8 +129,8 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
 
         ``released_typo=True`` uses the pairwise instruction exactly as in the authors' released training data
         ("responed"), to match their released reranker. Keyword arguments naming :class:`UniMEV2RerankerConfig`
-        fields (``pair_format``, ``batch_size``, ``min_pixels``, …) configure the reranker; the rest (``dtype``,
-        ``attn_implementation``, ``revision``, …) go to ``from_pretrained``.
+        fields (``pair_format``, ``batch_size``, ``image_resize``, ``min_pixels``, …) configure the reranker; the
+        rest (``dtype``, ``attn_implementation``, ``revision``, …) go to ``from_pretrained``.
         """
         options = pop_config_fields(UniMEV2RerankerConfig, kwargs)
         if released_typo:
@@ -162,10 +157,24 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
         return model
 
     def attach_processor(self, processor: Any) -> None:
-        """Use ``processor`` (the backbone's, with a chat template) to build prompts; applies the pixel budget."""
-        set_pixel_budget(processor, self.config.min_pixels, self.config.max_pixels)
-        self.processor = processor
+        """Build prompts with ``processor``: the backbone's (with a chat template) or a
+        :class:`UniMEV2RerankerProcessor` (its backbone processor is used; the settings come from the config)."""
+        if isinstance(processor, UniMEV2RerankerProcessor):
+            processor = processor.backbone
+        self._backbone_processor = processor
+        self._processor = None
         self._scorer = None
+
+    @property
+    def processor(self) -> UniMEV2RerankerProcessor | None:
+        """The reranker's processor, built from the config (rebuilt when its prompt or image settings change)."""
+        if self._backbone_processor is None:
+            return None
+        key = tuple(getattr(self.config, field) for field in _PROCESSOR_FIELDS)
+        if self._processor is None or key != self._processor_key:
+            self._processor = UniMEV2RerankerProcessor.from_config(self._backbone_processor, self.config)
+            self._processor_key = key
+        return self._processor
 
     # ----------------------------------------------------------------------------------------- model
     def get_input_embeddings(self) -> torch.nn.Module:
@@ -182,68 +191,50 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
         return self.backbone(**inputs)
 
     @property
-    def template(self) -> PairTemplate:
-        """The pairwise layout of the config with its instruction."""
-        base = RERANK_TEMPLATE if self.config.pair_format == "reranker" else JUDGE_TEMPLATE
-        return base.with_prompt(self.config.pairwise_prompt)
-
-    @property
     def scorer(self) -> JudgeScorer:
-        """The scoring core (prompt rendering, prefix-shared P(Yes), generation) over this model's backbone."""
-        if self.processor is None:
+        """The forward engine (prefix-shared P(Yes), generation) over this model's backbone and processor."""
+        processor = self.processor
+        if processor is None:
             raise ValueError("this reranker has no processor; load it with from_pretrained/from_backbone")
-        if self._scorer is None:
+        if self._scorer is None or self._scorer.processor is not processor:
             was_training = self.backbone.training
-            self._scorer = JudgeScorer(
-                self.backbone,
-                self.processor,
-                prompt=self.template,
-                batch_size=self.config.batch_size,
-                prefix_sharing=self.config.prefix_sharing,
-                yes_token=self.config.yes_token,
-                no_token=self.config.no_token,
-            )
+            self._scorer = JudgeScorer(self.backbone, processor)
             self.backbone.train(was_training)
+        self._scorer.batch_size = self.config.batch_size
+        self._scorer.prefix_sharing = self.config.prefix_sharing
         return self._scorer
 
     # ----------------------------------------------------------------------------------------- inputs
-    def _prepare(self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> tuple[dict, list]:
-        if len(candidates) == 0:
-            raise ValueError("no candidates to score or rerank (an empty candidate list)")
-        return prepare_item(query, "query"), [prepare_item(c, f"candidate {i}") for i, c in enumerate(candidates)]
-
-    def _check_pairs_fit(self, query: dict, candidates: list[dict]) -> None:
+    def _check_pairs_fit(self, encoded: EncodedPairs, where: str = "") -> None:
         limit = self.config.context_length
         if limit is None:
             return
-        encoded = self.scorer.encode(query, candidates)
-        for index in range(len(candidates)):
-            length = len(encoded.pair(index).input_ids) + 1
+        for index in range(len(encoded)):
+            length = len(encoded.pair(index)) + 1
             if length > limit:
                 raise ValueError(
-                    f"candidate {index}: the pairwise prompt needs {length} tokens, more than the model's context "
-                    f"of {limit}; shorten the query or the candidate (or lower the image resolution)"
+                    f"{where}candidate {index}: the pairwise prompt needs {length} tokens, more than the model's "
+                    f"context of {limit}; shorten the query or the candidate (or lower the image resolution)"
                 )
 
-    def _listwise_inputs(self, query: dict, candidates: list[dict]) -> dict[str, Any]:
+    def _listwise_inputs(self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The listwise prompt's inputs; a clear error when it does not fit the context, saying how many fit."""
-        scorer = self.scorer
-        piece = scorer.encode_listwise(self.config.listwise_prompt, query, candidates)
+        processor = self.processor
+        piece = processor.listwise_piece(query, candidates)
         limit = self.config.context_length
         budget = self.config.max_new_tokens
-        if limit is not None and len(piece.input_ids) + budget > limit:
+        if limit is not None and len(piece) + budget > limit:
             fit = 0
             while fit < len(candidates):
-                shorter = scorer.encode_listwise(self.config.listwise_prompt, query, candidates[: fit + 1])
-                if len(shorter.input_ids) + budget > limit:
+                if len(processor.listwise_piece(query, candidates[: fit + 1])) + budget > limit:
                     break
                 fit += 1
             raise ValueError(
                 f"{len(candidates)} candidates do not fit the model's context: the listwise prompt needs "
-                f"{len(piece.input_ids)} tokens + {budget} for the answer, the context holds {limit}; "
+                f"{len(piece)} tokens + {budget} for the answer, the context holds {limit}; "
                 f"at most {fit} of these candidates fit (rerank fewer, e.g. a smaller top-k)"
             )
-        return scorer.piece_inputs(piece)
+        return processor.inputs([piece])
 
     # ----------------------------------------------------------------------------------------- user API
     @torch.no_grad()
@@ -252,20 +243,47 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
     ) -> torch.Tensor:
         """P(Yes) of each candidate for ``query`` (pairwise prompt), shape ``(n,)``, fp32 on CPU.
 
-        One forward per ``batch_size`` candidates, the query prefix run once and shared (equal to scoring each
-        pair alone; see tests).
+        One forward per ``batch_size`` candidates (default: the config's), the query's shared prefix run once
+        (equal to scoring each whole pair alone; see tests).
         """
-        query, candidates = self._prepare(query, candidates)
-        self._check_pairs_fit(query, candidates)
         scorer = self.scorer
+        encoded = self.processor.encode_pairs(query, candidates)
+        self._check_pairs_fit(encoded)
         scorer.batch_size = batch_size or self.config.batch_size
         scorer.model.eval()
-        return torch.from_numpy(scorer.score(query, candidates))
+        return torch.from_numpy(scorer.score_encoded(encoded))
+
+    @torch.no_grad()
+    def score_queries(
+        self,
+        queries: Sequence[Mapping[str, Any]],
+        candidate_lists: Sequence[Sequence[Mapping[str, Any]]],
+        queries_per_forward: int = 8,
+    ) -> list[torch.Tensor]:
+        """:meth:`score` for several queries, ``queries_per_forward`` queries (all their candidates) per forward.
+
+        ``queries_per_forward=1`` is :meth:`score` per query (``batch_size`` candidates per forward); more fills a
+        GPU that one query's short suffixes leave idle (docs/mining.md). Errors name ``query i``.
+        """
+        if len(queries) != len(candidate_lists):
+            raise ValueError(f"{len(queries)} queries but {len(candidate_lists)} candidate lists")
+        if queries_per_forward < 1:
+            raise ValueError(f"queries_per_forward must be >= 1, got {queries_per_forward}")
+        scorer = self.scorer
+        scorer.model.eval()
+        encoded = []
+        for index, (query, candidates) in enumerate(zip(queries, candidate_lists)):
+            encoded.append(self.processor.encode_pairs(query, candidates, where=f"query {index} "))
+            self._check_pairs_fit(encoded[-1], where=f"query {index} ")
+        if queries_per_forward == 1:
+            scores = [scorer.score_encoded(pairs) for pairs in encoded]
+        else:
+            scores = scorer.score_many(encoded, queries_per_forward)
+        return [torch.from_numpy(values) for values in scores]
 
     @torch.no_grad()
     def generate_answer(self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> str:
         """The generated listwise answer text (e.g. ``"Ans: (2)"``) for ``query`` and its candidates."""
-        query, candidates = self._prepare(query, candidates)
         inputs = self._listwise_inputs(query, candidates)
         self.backbone.eval()
         out = self.scorer.generate(inputs, max_new_tokens=self.config.max_new_tokens)

@@ -222,8 +222,8 @@ class UniMEV2Processor(ProcessorMixin):
         """Load the processor saved at ``pretrained_model_name_or_path`` (a folder or Hub id) and bind it.
 
         ``config`` defaults to the :class:`UniMEV2Config` saved in the same place (what ``AutoProcessor`` uses). A
-        folder whose processor is a plain backbone processor (a VLM checkpoint, or a model saved before this class
-        was a ``ProcessorMixin``) is wrapped with :meth:`from_backbone_processor`.
+        folder whose processor is a plain backbone processor (a VLM checkpoint, or an embedder saved with its
+        backbone's processor only) is wrapped with :meth:`from_backbone_processor`.
         """
         path = pretrained_model_name_or_path
         if config is None:

@@ -1,17 +1,25 @@
 """MLLM-as-a-Judge: the semantic matching score ``s = softmax([logit_Yes, logit_No])[0]`` of a query–candidate pair.
 
-One forward pass per batch, no ``generate()``: the score is read from the logits at the first answer position
-(right after the generation prompt). Only the two answer rows of the LM head are applied, to the last hidden state
-of each pair, so no vocabulary-sized logits are ever built.
+:class:`JudgeScorer` is the forward engine of :class:`~.modeling_unime_v2_reranker.UniMEV2Reranker`: it runs token
+pieces built by :class:`~.processing_unime_v2_reranker.UniMEV2RerankerProcessor` through a VLM. One forward pass per
+batch, no ``generate()``: the score is read from the logits at the first answer position (right after the
+generation prompt), applying only the two answer rows of the LM head to the last hidden state of each pair.
 
-Prefix sharing. The prompt, the query and the query's image are the same for all candidates of a query, so the
-prefix is run once with a KV cache; the cache is repeated over the batch (``batch_repeat_interleave``) and the
-candidates run as a batch of suffixes. Positions are computed over the whole sequence (prefix + suffix) and sliced:
-for Qwen-VL that is ``get_rope_index`` (3-D M-RoPE positions, needed for image suffixes); for 1-D-RoPE models
-(LLaVA-OneVision) it is ``prefix_length + arange``. The scores equal scoring each full pair alone (see tests).
+Prefix sharing. The pairs of a query share a prefix of token ids (the processor's :class:`EncodedPairs`); it runs
+once with a KV cache, the cache is repeated over the batch (``batch_repeat_interleave``) and the suffixes run as one
+batch. Positions are computed over whole sequences and sliced: ``get_rope_index`` for Qwen-VL (3-D M-RoPE positions,
+needed for suffixes with an image), ``prefix_length + arange`` for 1-D RoPE (LLaVA-OneVision).
 
-Works with Qwen2.5-VL (the paper's judge), Qwen2-VL and LLaVA-OneVision, on transformers 5.17 (``past_key_values``
-/ ``cache_position``) and 5.24+ (``cache``).
+Several queries per forward (:meth:`JudgeScorer.score_many`): the prefixes of ``queries_per_forward`` queries run as
+one right-padded batch; the cache rows are selected once per suffix (``batch_select_indices``) and all suffixes run
+in one forward. The attention mask spans ``[prefix row incl. its padding | suffix]``, so a suffix never sees another
+query's tokens nor the padding; a text suffix's positions continue its own prefix (1-D: ``prefix_length + arange``;
+M-RoPE: the prefix's largest position + 1 + ``arange`` on all three axes, what ``get_rope_index`` gives text after
+text or an image), a suffix with an image gets ``get_rope_index`` over its whole pair.
+
+All ways give the scores of each whole pair scored alone, up to float rounding (tests). Works with Qwen2.5-VL (the
+paper's judge), Qwen2-VL and LLaVA-OneVision, on transformers 5.17 (``past_key_values`` / ``cache_position``) and
+5.24+ (``cache``).
 """
 
 from __future__ import annotations
@@ -19,60 +27,18 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from transformers.utils import logging
 
-from .processing_unime_v2 import set_pixel_budget
-from .prompting_unime_v2 import (
-    JUDGE_PROMPT,
-    MROPE_MODEL_TYPES,
-    PairTemplate,
-    Piece,
-    PrefixNotShared,
-    encode_pieces,
-    image_inputs_for,
-    images_of,
-    render_full,
-    render_listwise,
-    render_pair,
-)
+from .configuration_unime_v2_reranker import JUDGE_PROMPT
+from .processing_unime_v2_reranker import EncodedPairs, PairTemplate, Piece, UniMEV2RerankerProcessor
 
 
-logger = logging.get_logger(__name__)
-JudgeItem = Mapping[str, Any]  # {"text": str, "image": PIL.Image | None}
+JudgeItem = Mapping[str, Any]  # {"text": str, "image": PIL.Image | path | None}
 DEFAULT_JUDGE = "Qwen/Qwen2.5-VL-7B-Instruct"  # the paper's judge
-
-
-@dataclass
-class EncodedPairs:
-    """A query's pairs as token pieces: a shared prefix + one suffix per candidate where the chat template allows
-    it, and whole pairs for the rest (templates that move candidate images before the query text)."""
-
-    prefix: Piece | None
-    suffixes: dict[int, Piece]
-    whole: dict[int, Piece]
-
-    def pair(self, index: int) -> Piece:
-        """The full token sequence of pair ``index`` (the same ids whichever way it is scored)."""
-        return self.prefix + self.suffixes[index] if index in self.suffixes else self.whole[index]
-
-
-def answer_token_id(tokenizer: Any, word: str) -> int:
-    """The id of ``word`` as a single token; raises if the tokenizer splits it (the score needs one logit)."""
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) != 1:
-        pieces = tokenizer.convert_ids_to_tokens(ids)
-        raise ValueError(
-            f"the judge's tokenizer encodes the answer {word!r} as {len(ids)} tokens {pieces}; the judge score "
-            f"needs {word!r} to be a single token (choose another judge or answer word)"
-        )
-    return ids[0]
 
 
 def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -80,14 +46,15 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 class JudgeScorer:
-    """Scores query–candidate pairs with a vision-language model and the paper's judge prompt (docs/method.md §2).
+    """Scores query–candidate pairs with a vision-language model (docs/method.md §2).
 
     Args:
         model: an image-text-to-text model (``*ForConditionalGeneration``) whose base model is ``model.model``.
-        processor: its processor, with a chat template.
-        prompt: the instruction before ``Query:`` (the judge layout), or a whole :class:`PairTemplate`.
-        batch_size: candidates (suffixes, or full pairs) per forward pass.
-        prefix_sharing: run the query prefix once per query (exact; much faster); ``False`` runs full pairs.
+        processor: a :class:`UniMEV2RerankerProcessor`, or the model's own processor (with a chat template), then
+            wrapped in the judge layout with ``prompt``, ``yes_token`` and ``no_token``.
+        prompt: the instruction before ``Query:`` (judge layout), or a whole :class:`PairTemplate`.
+        batch_size: candidates (suffixes, or whole pairs) per forward pass of :meth:`score`.
+        prefix_sharing: run a query's shared prefix once (exact; much faster); ``False`` runs whole pairs.
         yes_token, no_token: the answer words; each must be a single token of the tokenizer.
     """
 
@@ -103,19 +70,13 @@ class JudgeScorer:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(processor, UniMEV2RerankerProcessor):
+            processor = UniMEV2RerankerProcessor(processor, prompt, yes_token=yes_token, no_token=no_token)
         self.model = model.eval()
         self.processor = processor
-        self.prompt = prompt
         self.batch_size = batch_size
         self.prefix_sharing = prefix_sharing
-        self.yes_token_id = answer_token_id(processor.tokenizer, yes_token)
-        self.no_token_id = answer_token_id(processor.tokenizer, no_token)
-        self.model_type = model.config.model_type
-        self.uses_mrope = self.model_type in MROPE_MODEL_TYPES
-        self.images = image_inputs_for(self.model_type)
-        self.image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-        pad = processor.tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else processor.tokenizer.eos_token_id
+        self.uses_mrope = processor.uses_mrope
         params = inspect.signature(self.base.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._takes_cache_position = "cache_position" in params
@@ -132,13 +93,20 @@ class JudgeScorer:
         max_pixels: int | None = None,
         **kwargs: Any,
     ) -> JudgeScorer:
-        """Load a judge checkpoint (folder or Hub id) and its processor; ``kwargs`` go to :class:`JudgeScorer`."""
+        """Load a judge checkpoint (folder or Hub id) and its processor (judge layout); ``kwargs`` go to
+        :class:`JudgeScorer`."""
         load_kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)}
         if attn_implementation:
             load_kwargs["attn_implementation"] = attn_implementation
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, **load_kwargs)
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        set_pixel_budget(processor, min_pixels, max_pixels)
+        answers = {key: kwargs.pop(key) for key in ("yes_token", "no_token") if key in kwargs}
+        processor = UniMEV2RerankerProcessor(
+            AutoProcessor.from_pretrained(name_or_path),
+            kwargs.pop("prompt", JUDGE_PROMPT),
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            **answers,
+        )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), processor, **kwargs)
 
@@ -147,72 +115,46 @@ class JudgeScorer:
         """The base model (vision tower + language model, no LM head)."""
         return self.model.model
 
+    @property
+    def yes_token_id(self) -> int:
+        return self.processor.yes_token_id
+
+    @property
+    def no_token_id(self) -> int:
+        return self.processor.no_token_id
+
     # ------------------------------------------------------------------------------------------ inputs
     def encode(self, query: JudgeItem, candidates: Sequence[JudgeItem]) -> EncodedPairs:
-        """Tokenize a query's pairs: shared prefix + suffixes, or whole pairs where the template reorders parts."""
-        cut: dict[int, tuple[str, str]] = {}
-        for index, candidate in enumerate(candidates):
-            try:
-                cut[index] = render_pair(self.processor, self.prompt, query, candidate)
-            except PrefixNotShared:
-                continue
-        prefix_text = next(iter(cut.values()))[0] if cut else None
-        cut = {i: pieces for i, pieces in cut.items() if pieces[0] == prefix_text}
-        whole = [i for i in range(len(candidates)) if i not in cut]
-        if whole and not getattr(self, "_warned_whole", False):
-            logger.warning(
-                "the judge's chat template reorders the prompt parts for some pairs (e.g. images first); "
-                "those pairs are scored whole, without prefix sharing"
-            )
-            self._warned_whole = True
-        prefix = encode_pieces(self.processor, self.images, [prefix_text], [images_of(query)])[0] if cut else None
-        suffixes = encode_pieces(
-            self.processor, self.images, [cut[i][1] for i in cut], [images_of(candidates[i]) for i in cut]
-        )
-        wholes = encode_pieces(
-            self.processor,
-            self.images,
-            [render_full(self.processor, self.prompt, query, candidates[i]) for i in whole],
-            [images_of(query) + images_of(candidates[i]) for i in whole],
-        )
-        return EncodedPairs(prefix, dict(zip(cut, suffixes)), dict(zip(whole, wholes)))
-
-    def _text_batch(self, rows: Sequence[torch.Tensor]) -> dict[str, Any]:
-        """Right-padded ``input_ids``/``attention_mask`` (+ ``mm_token_type_ids`` for M-RoPE) of token rows."""
-        ids = pad_sequence(list(rows), batch_first=True, padding_value=self.pad_token_id)
-        lengths = torch.tensor([len(row) for row in rows])
-        mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
-        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-        if self.uses_mrope:
-            inputs["mm_token_type_ids"] = ((ids == self.image_token_id) & mask.bool()).int()
-        return inputs
-
-    def _batch(self, rows: Sequence[torch.Tensor], images: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        """Model inputs for token rows; ``images`` in the order their tokens appear."""
-        return {**self._text_batch(rows), **self.images.join(list(images))}
+        """A query's pairs as the processor tokenizes them (shared prefix + suffixes)."""
+        return self.processor.encode_pairs(query, candidates)
 
     def full_pair_inputs(self, query: JudgeItem, candidate: JudgeItem) -> dict[str, Any]:
-        """Inputs of one full pair for a plain ``model(**inputs)`` call (the per-pair reference), on its device."""
-        return self.piece_inputs(self.encode(query, [candidate]).pair(0))
+        """Inputs of one whole pair for a plain ``model(**inputs)`` call (the per-pair reference), on its device."""
+        return self.to_device(self.processor.pair_inputs(query, candidate))
 
-    def piece_inputs(self, piece: Piece) -> dict[str, Any]:
-        """Inputs of one token piece (batch of 1) for a plain ``model(**inputs)`` call, on the model's device."""
-        return self._to_device(self._batch([piece.input_ids], piece.images))
-
-    def encode_listwise(self, prompt: str, query: JudgeItem, candidates: Sequence[JudgeItem]) -> Piece:
-        """The listwise prompt (query + numbered candidates, generation prompt last) as one token piece."""
-        text = render_listwise(self.processor, prompt, query, candidates)
-        images = images_of(query) + [image for candidate in candidates for image in images_of(candidate)]
-        return encode_pieces(self.processor, self.images, [text], [images])[0]
+    def to_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """``inputs`` on the model's device, pixels in its dtype."""
+        out = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.model.device)
+                if key == "pixel_values":
+                    value = value.to(self.model.dtype)
+            out[key] = value
+        return out
 
     @torch.no_grad()
     def generate(self, inputs: Mapping[str, Any], max_new_tokens: int, **kwargs: Any) -> Any:
         """Greedy ``generate`` on model inputs (``mm_token_type_ids`` dropped where the model does not take it)."""
-        inputs = dict(inputs)
+        inputs = self.to_device(inputs)
         if not self._takes_mm_types:
             inputs.pop("mm_token_type_ids", None)
         return self.model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_token_id, **kwargs
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.processor.pad_token_id,
+            **kwargs,
         )
 
     def _positions(self, inputs: Mapping[str, Any]) -> torch.Tensor:
@@ -231,22 +173,16 @@ class JudgeScorer:
         positions, _ = rope_index(**kwargs)
         return positions
 
-    def _to_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        out = {}
-        for key, value in inputs.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(self.model.device)
-                if key == "pixel_values":
-                    value = value.to(self.model.dtype)
-            out[key] = value
-        return out
-
     def _forward(self, inputs: Mapping[str, Any], **kwargs: Any) -> Any:
         """Run the base model; drops ``mm_token_type_ids`` for versions whose forward does not take it."""
-        inputs = dict(inputs)
+        inputs = self.to_device(inputs)
         if not self._takes_mm_types:
             inputs.pop("mm_token_type_ids", None)
-        return self.base(**self._to_device(inputs), **kwargs)
+        return self.base(**inputs, **kwargs)
+
+    def _cache_of(self, out: Any) -> Any:
+        cache = getattr(out, "cache", None)
+        return cache if cache is not None else out.past_key_values
 
     def _yes_probability(self, hidden: torch.Tensor) -> np.ndarray:
         """``softmax([logit_Yes, logit_No])[0]`` from last hidden states, with only the two LM-head rows (fp32)."""
@@ -263,37 +199,86 @@ class JudgeScorer:
         """Judge scores of ``candidates`` for ``query`` (``float32``, one per candidate), prefix-shared if enabled."""
         if not candidates:
             return np.zeros(0, dtype=np.float32)
-        encoded = self.encode(query, candidates)
-        if not self.prefix_sharing or encoded.prefix is None:
-            return self._score_whole([encoded.pair(i) for i in range(len(candidates))])
-        scores = np.empty(len(candidates), dtype=np.float32)
-        cache = self._prefill(encoded.prefix)
-        shared = list(encoded.suffixes)
-        for start in range(0, len(shared), self.batch_size):
-            chunk = shared[start : start + self.batch_size]
-            scores[chunk] = self._score_suffixes(encoded.prefix, cache, [encoded.suffixes[i] for i in chunk])
-        if encoded.whole:
-            whole = list(encoded.whole)
-            scores[whole] = self._score_whole([encoded.whole[i] for i in whole])
+        return self.score_encoded(self.encode(query, candidates))
+
+    @torch.no_grad()
+    def score_encoded(self, encoded: EncodedPairs) -> np.ndarray:
+        """Scores of one tokenized query, ``batch_size`` suffixes (or whole pairs) per forward."""
+        if not self.prefix_sharing or len(encoded.prefix) == 0:
+            return self.score_whole([encoded.pair(i) for i in range(len(encoded))])
+        scores = np.empty(len(encoded), dtype=np.float32)
+        cache = self._prefill([encoded.prefix])[0]
+        for start in range(0, len(encoded), self.batch_size):
+            chunk = encoded.suffixes[start : start + self.batch_size]
+            scores[start : start + len(chunk)] = self._score_suffixes(encoded.prefix, cache, chunk)
         return scores
 
-    def _prefill(self, prefix: Piece) -> Any:
-        """Run the shared prefix once and return its KV cache (batch of 1)."""
-        inputs = self._batch([prefix.input_ids], prefix.images)
-        out = self._forward(inputs, position_ids=self._positions(inputs).to(self.model.device), use_cache=True)
-        cache = getattr(out, "cache", None)
-        return cache if cache is not None else out.past_key_values
+    @torch.no_grad()
+    def score_many(self, encoded: Sequence[EncodedPairs], queries_per_forward: int = 8) -> list[np.ndarray]:
+        """Scores of several tokenized queries, ``queries_per_forward`` queries (all their suffixes) per forward.
+
+        Memory: one forward holds the KV cache of all the group's pairs (≈ 57 kB per token of each pair for a 7B
+        Qwen2.5-VL judge in bf16: 16 queries × 50 pairs × 230 tokens ≈ 10 GB).
+        """
+        if queries_per_forward < 1:
+            raise ValueError(f"queries_per_forward must be >= 1, got {queries_per_forward}")
+        if not self.prefix_sharing:
+            return [self.score_encoded(pairs) for pairs in encoded]
+        results: list[np.ndarray | None] = [None] * len(encoded)
+        shared = [i for i, pairs in enumerate(encoded) if len(pairs.prefix) > 0]
+        for i, pairs in enumerate(encoded):
+            if len(pairs.prefix) == 0:
+                results[i] = self.score_whole([pairs.pair(j) for j in range(len(pairs))])
+        for start in range(0, len(shared), queries_per_forward):
+            group = shared[start : start + queries_per_forward]
+            for i, scores in zip(group, self._score_group([encoded[i] for i in group])):
+                results[i] = scores
+        return results
+
+    @torch.no_grad()
+    def score_whole(self, pairs: Sequence[Piece]) -> np.ndarray:
+        """Scores of whole pairs, ``batch_size`` per forward pass (no cache)."""
+        scores = []
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start : start + self.batch_size]
+            inputs = self.processor.inputs(chunk)
+            positions = self._positions(inputs).to(self.model.device)
+            hidden = self._forward(inputs, position_ids=positions, use_cache=False).last_hidden_state
+            last = inputs["attention_mask"].sum(-1).to(hidden.device) - 1
+            scores.append(self._yes_probability(hidden[torch.arange(len(chunk), device=hidden.device), last]))
+        return np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, dtype=np.float32)
+
+    @torch.no_grad()
+    def score_full_pairs(self, query: JudgeItem, candidates: Sequence[JudgeItem]) -> np.ndarray:
+        """Judge scores with each whole pair in the batch (no prefix sharing): the plain batched way."""
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        encoded = self.encode(query, candidates)
+        return self.score_whole([encoded.pair(i) for i in range(len(candidates))])
+
+    @torch.no_grad()
+    def score_with_generate(self, query: JudgeItem, candidate: JudgeItem) -> float:
+        """One pair through ``generate(max_new_tokens=1)`` (the authors' demo way; for comparisons only)."""
+        inputs = self.processor.pair_inputs(query, candidate)
+        out = self.generate(inputs, max_new_tokens=1, output_logits=True, return_dict_in_generate=True)
+        logits = out.logits[0][0, [self.yes_token_id, self.no_token_id]].float()
+        return float(logits.softmax(-1)[0])
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _prefill(self, prefixes: Sequence[Piece]) -> tuple[Any, dict[str, Any], torch.Tensor]:
+        """Run prefixes (right-padded) once: their KV cache, batch inputs and positions."""
+        inputs = self.processor.inputs(prefixes)
+        positions = self._positions(inputs)
+        out = self._forward(inputs, position_ids=positions.to(self.model.device), use_cache=True)
+        return self._cache_of(out), inputs, positions
 
     def _score_suffixes(self, prefix: Piece, cache: Any, suffixes: Sequence[Piece]) -> np.ndarray:
         """One forward pass over a batch of suffixes that all continue ``prefix`` (cached)."""
-        length = len(prefix.input_ids)
-        full = self._text_batch([torch.cat([prefix.input_ids, s.input_ids]) for s in suffixes])
-        if self.uses_mrope:  # positions over prefix + suffix need every image's grid, not its pixels
-            grids = [image["image_grid_thw"] for s in suffixes for image in prefix.images + s.images]
-            full["image_grid_thw"] = torch.cat(grids) if grids else None
+        length = len(prefix)
+        full = self.processor.inputs([prefix + s for s in suffixes])
         positions = self._positions(full)[..., length:]
         inputs = {"input_ids": full["input_ids"][:, length:], "attention_mask": full["attention_mask"]}
-        inputs.update(self.images.join([image for s in suffixes for image in s.images]))
+        inputs.update(self.processor.image_inputs.join([image for s in suffixes for image in s.images]))
         if self.uses_mrope:
             inputs["mm_token_type_ids"] = full["mm_token_type_ids"][:, length:]
         repeated = copy.deepcopy(cache)
@@ -303,33 +288,55 @@ class JudgeScorer:
             suffix_length = inputs["input_ids"].shape[1]
             kwargs["cache_position"] = torch.arange(length, length + suffix_length, device=self.model.device)
         hidden = self._forward(inputs, position_ids=positions.to(self.model.device), **kwargs).last_hidden_state
-        last = torch.tensor([len(s.input_ids) - 1 for s in suffixes], device=hidden.device)
+        last = torch.tensor([len(s) - 1 for s in suffixes], device=hidden.device)
         return self._yes_probability(hidden[torch.arange(len(suffixes), device=hidden.device), last])
 
-    def _score_whole(self, pairs: Sequence[Piece]) -> np.ndarray:
-        """Scores of whole pairs, ``batch_size`` per forward pass (no cache)."""
-        scores = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start : start + self.batch_size]
-            inputs = self._batch([p.input_ids for p in chunk], [image for p in chunk for image in p.images])
-            positions = self._positions(inputs).to(self.model.device)
-            hidden = self._forward(inputs, position_ids=positions, use_cache=False).last_hidden_state
-            last = inputs["attention_mask"].sum(-1).to(hidden.device) - 1
-            scores.append(self._yes_probability(hidden[torch.arange(len(chunk), device=hidden.device), last]))
-        return np.concatenate(scores).astype(np.float32)
+    def _score_group(self, group: Sequence[EncodedPairs]) -> list[np.ndarray]:
+        """Prefill the group's prefixes as one batch, then run every suffix of every query in one forward."""
+        device = self.model.device
+        cache, prefill, prefix_positions = self._prefill([pairs.prefix for pairs in group])
+        owners = [g for g, pairs in enumerate(group) for _ in pairs.suffixes]
+        suffixes = [suffix for pairs in group for suffix in pairs.suffixes]
+        cache.batch_select_indices(torch.tensor(owners, device=device))
+        suffix_batch = self.processor.inputs(suffixes)
+        prefix_mask = prefill["attention_mask"][owners]
+        inputs = {
+            "input_ids": suffix_batch["input_ids"],
+            "attention_mask": torch.cat([prefix_mask, suffix_batch["attention_mask"]], dim=1),
+        }
+        if self.uses_mrope:
+            inputs["mm_token_type_ids"] = suffix_batch["mm_token_type_ids"]
+        inputs.update(self.processor.image_inputs.join([image for s in suffixes for image in s.images]))
+        positions = self._suffix_positions(group, owners, suffixes, prefix_positions, prefill["attention_mask"])
+        kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": True}
+        prefix_length, suffix_length = prefix_mask.shape[1], suffix_batch["input_ids"].shape[1]
+        if self._takes_cache_position:
+            kwargs["cache_position"] = torch.arange(prefix_length, prefix_length + suffix_length, device=device)
+        hidden = self._forward(inputs, position_ids=positions.to(device), **kwargs).last_hidden_state
+        last = torch.tensor([len(s) - 1 for s in suffixes], device=hidden.device)
+        scores = self._yes_probability(hidden[torch.arange(len(suffixes), device=hidden.device), last])
+        return list(np.split(scores.astype(np.float32), np.cumsum([len(p) for p in group])[:-1]))
 
-    @torch.no_grad()
-    def score_full_pairs(self, query: JudgeItem, candidates: Sequence[JudgeItem]) -> np.ndarray:
-        """Judge scores with each full pair in the batch (no prefix sharing): the plain batched way."""
-        if not candidates:
-            return np.zeros(0, dtype=np.float32)
-        encoded = self.encode(query, candidates)
-        return self._score_whole([encoded.pair(i) for i in range(len(candidates))])
-
-    @torch.no_grad()
-    def score_with_generate(self, query: JudgeItem, candidate: JudgeItem) -> float:
-        """One pair through ``generate(max_new_tokens=1)`` (the authors' demo way; for comparisons only)."""
-        inputs = self.full_pair_inputs(query, candidate)
-        out = self.generate(inputs, max_new_tokens=1, output_logits=True, return_dict_in_generate=True)
-        logits = out.logits[0][0, [self.yes_token_id, self.no_token_id]].float()
-        return float(logits.softmax(-1)[0])
+    def _suffix_positions(
+        self,
+        group: Sequence[EncodedPairs],
+        owners: Sequence[int],
+        suffixes: Sequence[Piece],
+        prefix_positions: torch.Tensor,
+        prefix_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Positions of every suffix token, continuing its own prefix: ``(n, L)`` (1-D RoPE) or ``(3, n, L)``."""
+        steps = torch.arange(max(len(s) for s in suffixes))
+        if not self.uses_mrope:
+            starts = prefix_mask.sum(-1)[owners]
+            return starts[:, None] + steps[None, :]
+        real = prefix_mask.bool()[None].expand_as(prefix_positions)
+        last = prefix_positions.masked_fill(~real, -1).amax(-1).amax(0)  # largest position of each prefix
+        positions = (last[owners][:, None] + 1 + steps[None, :]).unsqueeze(0).repeat(3, 1, 1)
+        for row, (owner, suffix) in enumerate(zip(owners, suffixes)):
+            if suffix.images:  # an image in the suffix: the pair's own M-RoPE grid positions
+                prefix = group[owner].prefix
+                full = self.processor.inputs([prefix + suffix])
+                pair_positions = self._positions(full)[..., len(prefix) :]
+                positions[:, row, : pair_positions.shape[-1]] = pair_positions[:, 0]
+        return positions

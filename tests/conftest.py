@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,6 +30,35 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("unime_v2_cache")
     os.environ["UNIME_V2_CACHE"] = str(path)
     return path
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """The script ``examples/<name>.py`` as a module named ``name`` (what ``python examples/<name>.py`` runs; not
+    installed, so loaded by path). ``examples/`` is on ``sys.path`` only while it loads, so that a script can import
+    its siblings and nothing else is shadowed (``examples/evaluate.py`` vs the ``evaluate`` package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.append(str(EXAMPLES))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+@pytest.fixture(scope="session")
+def example_script() -> Callable[[str], ModuleType]:
+    """:func:`load_example`: an ``examples/`` script as a module."""
+    return load_example
 
 
 @pytest.fixture(scope="session")

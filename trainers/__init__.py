@@ -1,5 +1,8 @@
-"""Training of the UniME-V2 embedder: losses, arguments, collator, Trainer, MMEB precision@1."""
+"""Training of the UniME-V2 embedder (losses, arguments, collator, Trainer, MMEB precision@1), every script's
+:class:`RecipeParser` and the model arguments both trainers share; the reranker's training is
+:mod:`unime_v2.trainers.reranker`."""
 
+from .arguments import RecipeParser, UniMEV2ModelArguments, lora_target_regex
 from .bucketing import LengthBucketProcessor, embed_inputs
 from .collators import UniMEV2Collator
 from .evaluation.mmeb import is_hit, precision_at_1
@@ -13,14 +16,16 @@ from .losses import (
     symmetric_kl_loss,
 )
 from .trainer import UniMEV2Trainer, base_embedder, build_embedder
-from .training_args import UniMEV2DataArguments, UniMEV2TrainingArguments, lora_target_regex
+from .training_args import UniMEV2DataArguments, UniMEV2TrainingArguments
 
 
 __all__ = [
     "LOSS_TYPES",
     "LengthBucketProcessor",
+    "RecipeParser",
     "UniMEV2Collator",
     "UniMEV2DataArguments",
+    "UniMEV2ModelArguments",
     "UniMEV2Trainer",
     "UniMEV2TrainingArguments",
     "base_embedder",

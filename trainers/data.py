@@ -11,9 +11,10 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from unime_v2.data_builders.formats.training_records import (
+    ORACLE_MINI_MMEB_NAME,
     TrainingRecords,
     load_mined_dataset,
-    oracle_mined_dataset,
+    oracle_mini_mmeb,
 )
 from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
 from unime_v2.data_builders.recipes import MINI_MMEB, ORACLE_MINI_MMEB
@@ -41,17 +42,15 @@ def load_training_data(
     """
     if (data_args.eval_data or "").lower() in ("", "none"):
         data_args.eval_data = None
-    needs_mini = data_args.train_data == ORACLE_MINI_MMEB or data_args.eval_data == MINI_MMEB
-    mini_train, mini_test = _mini_mmeb(data_args) if needs_mini else (None, None)
+    mini_test = None
     if data_args.train_data == ORACLE_MINI_MMEB:
-        logger.warning(
-            "train_data=oracle:mini_mmeb: the 'judge scores' are mini-MMEB ORACLE scores (exact match fractions from "
-            "the generator), NOT MLLM-judge scores: demo data for the tiny recipe only"
-        )
-        mined, name = oracle_mined_dataset(mini_train), "mini-MMEB (ORACLE scores)"
+        mined, mini_test = oracle_mini_mmeb(*_mini_mmeb_settings(data_args))
+        name = ORACLE_MINI_MMEB_NAME
     else:
         mined = load_mined_dataset(data_args.train_data, data_args.train_split, data_args.train_image_root)
         name = data_args.train_data
+    if data_args.eval_data == MINI_MMEB and mini_test is None:
+        _, mini_test = mini_mmeb_splits(*_mini_mmeb_settings(data_args))
     if data_args.max_train_records is not None:
         mined = mined.select(range(min(data_args.max_train_records, len(mined))))
     records = TrainingRecords(
@@ -65,11 +64,12 @@ def load_training_data(
     return records, _eval_rows(data_args, mini_test)
 
 
-def _mini_mmeb(data_args: UniMEV2DataArguments) -> tuple[Any, Any]:
+def _mini_mmeb_settings(data_args: UniMEV2DataArguments) -> tuple[int, int, int, int, dict[str, Any]]:
+    """``(seed, train_per_task, test_per_task, num_candidates, extra)`` of the run's mini-MMEB split."""
     extra = data_args.mini_mmeb_config or {}
     if isinstance(extra, str):
         extra = json.loads(extra)
-    return mini_mmeb_splits(
+    return (
         data_args.mini_mmeb_seed,
         data_args.mini_mmeb_train_per_task,
         data_args.mini_mmeb_test_per_task,

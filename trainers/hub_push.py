@@ -50,7 +50,9 @@ class HubMixin:
         return getattr(self.train_dataset, "name", None)
 
     def _merge_on_save(self) -> bool:
-        return bool(getattr(self.args, "use_lora", False) and getattr(self.args, "merge_lora_on_save", True))
+        """A LoRA model (one with a ``peft_config``) is saved merged unless ``args.merge_lora_on_save`` is off."""
+        lora = hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
+        return lora and bool(getattr(self.args, "merge_lora_on_save", True))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints (``_internal_call``): as ``Trainer``. Final save into ``args.output_dir``: with LoRA, the
@@ -75,7 +77,10 @@ class HubMixin:
         peft_model = self.accelerator.unwrap_model(self.model)
         processor = peft_model.get_base_model().processor
         merged = copy.deepcopy(peft_model).merge_and_unload()
-        merged.processor = processor
+        if hasattr(merged, "attach_processor"):  # the reranker builds its processor from its config
+            merged.attach_processor(processor)
+        else:
+            merged.processor = processor
         merged.save_pretrained(output_dir)
         logger.info(f"Saved the merged UniME-V2 {self.hub_artifact} to {output_dir} (adapter in {ADAPTER_SUBFOLDER}/)")
 

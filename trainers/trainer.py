@@ -22,12 +22,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import Trainer, set_seed
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import eval_image_resize
 
+from .arguments import EMBEDDER_LM_LAYERS, UniMEV2ModelArguments, freeze_vision_tower_
 from .bucketing import embed_inputs
 from .evaluation.mmeb import mmeb_evaluator
 from .hub_push import HubMixin
@@ -44,8 +45,6 @@ from .training_args import UniMEV2TrainingArguments
 
 logger = logging.getLogger(__name__)
 
-_VISION_MODULE_KEYS = ("visual", "vision_tower", "multi_modal_projector")
-
 
 @contextmanager
 def _image_resize(config: Any, size: int | None) -> Iterator[None]:
@@ -57,42 +56,32 @@ def _image_resize(config: Any, size: int | None) -> Iterator[None]:
         config.image_resize = saved
 
 
-def build_embedder(backbone: str, args: UniMEV2TrainingArguments) -> torch.nn.Module:
-    """Load ``backbone`` as a ``UniMEV2Model`` with the arguments' prompt/image settings, then add LoRA.
+def build_embedder(
+    backbone: str, model_args: UniMEV2ModelArguments, args: UniMEV2TrainingArguments
+) -> torch.nn.Module:
+    """Load the checkpoint folder ``backbone`` as a ``UniMEV2Model`` with the training arguments' prompt/image
+    settings and the model arguments' dtype and pixel budget, then add LoRA.
 
-    With ``use_lora`` the model is a ``peft.PeftModel`` whose adapters sit on ``args.peft_target_modules`` (the
-    language model only); without it, every weight trains except the vision tower and projector when
+    With ``use_lora`` the model is a ``peft.PeftModel`` whose adapters sit on ``model_args.peft_target_modules()``
+    (the language model only); without it, every weight trains except the vision tower and projector when
     ``freeze_vision_tower``.
     """
     model = UniMEV2Model.from_backbone(
         backbone,
         prompt_format=args.prompt_format,
         image_resize=args.image_resize,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
         marker_without_image=args.marker_without_image,
         eval_resolution=args.eval_resolution,
         query_instruction=args.query_instruction,
         candidate_instruction=args.candidate_instruction,
         tau=args.tau,
-        dtype=getattr(torch, args.torch_dtype_name),
+        **model_args.load_kwargs(args),
     )
-    if args.use_lora:
-        config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            use_dora=args.use_dora,
-            target_modules=args.peft_target_modules,
-            init_lora_weights=True if args.lora_init == "default" else args.lora_init,
-            bias="none",
-        )
+    if model_args.use_lora:
         set_seed(args.seed)  # the adapters' random init: reproducible whatever ran before (loading, building)
-        return get_peft_model(model, config)
-    if args.freeze_vision_tower:
-        for name, parameter in model.named_parameters():
-            if any(key in name.split(".") for key in _VISION_MODULE_KEYS):
-                parameter.requires_grad_(False)
+        return get_peft_model(model, model_args.lora_config(EMBEDDER_LM_LAYERS))
+    if model_args.freeze_vision_tower:
+        freeze_vision_tower_(model)
     return model
 
 
@@ -165,7 +154,7 @@ class UniMEV2Trainer(HubMixin, Trainer):
         if loss_type == "symmetric_kl":
             return symmetric_kl_loss(candidate_cosines(queries, candidates), judge_scores, self.args.tau)
         if loss_type == "symmetric_kl_authors":
-            dtype = torch.float32 if self.args.authors_loss_fp32 else getattr(torch, self.args.torch_dtype_name)
+            dtype = torch.float32 if self.args.authors_loss_fp32 else base_embedder(self.model).dtype
             return symmetric_kl_authors_loss(
                 candidate_cosines(queries, candidates, dtype),
                 judge_scores,
@@ -235,9 +224,7 @@ class UniMEV2Trainer(HubMixin, Trainer):
             "loss": args.loss_type,
             "tau": args.tau,
             "hard negatives per query": args.num_hard_negatives,
-            "LoRA": f"r={args.lora_r}, alpha={args.lora_alpha}, dropout={args.lora_dropout}"
-            if args.use_lora
-            else "off",
+            "LoRA": lora_card(self.accelerator.unwrap_model(self.model)),
             "learning rate": args.learning_rate,
             "global batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
             "steps": self.state.global_step,
@@ -247,3 +234,9 @@ class UniMEV2Trainer(HubMixin, Trainer):
         if name:
             settings["training data"] = name
         return settings
+
+
+def lora_card(model: torch.nn.Module) -> str:
+    """``"r=…, alpha=…, dropout=…"`` of the model's LoRA adapter, or ``"off"`` for a model without one."""
+    config = getattr(model, "peft_config", {}).get("default")
+    return f"r={config.r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}" if config is not None else "off"

@@ -1,26 +1,9 @@
-"""Training settings of the UniME-V2 embedder: ``TrainingArguments`` plus the method's own knobs.
-
-LoRA targets, chosen on purpose (docs/method.md §4): all three supported backbones (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision)
-have a Qwen2 language model, and the default adapts **every linear layer of its decoder blocks** — attention
-``q_proj, k_proj, v_proj, o_proj`` and MLP ``gate_proj, up_proj, down_proj`` — and nothing else:
-
-* the MLP projections hold two thirds of a block's weights; the authors' Qwen2-VL list names ``down_proj`` but
-  misses ``gate_proj``/``up_proj`` (an oversight, not a choice the paper argues for), so we include them;
-* the **vision tower and the projector stay frozen**: the embedding is read from the last LM token, the vision
-  features are already aligned to the LM by pre-training, and LoRA on them costs memory for every image patch.
-  Matching by bare names would be wrong here: Qwen2.5-VL's vision MLP is also called ``gate_proj/up_proj/down_proj``
-  and LLaVA-OneVision's SigLIP attention ``q_proj/k_proj/v_proj``, so targets are a regex anchored at
-  ``backbone.language_model.layers.<i>``.
-
-A user list in ``lora_target_modules`` is read as module names *inside the language model's decoder layers*
-(the same anchoring); ``lora_target_scope: anywhere`` matches the names anywhere in the model instead, as a bare
-peft name list does (the authors' recipes: on LLaVA-OneVision their names also adapt SigLIP's attention, see
-docs/training.md); to adapt anything else pass a full peft regex via ``lora_target_regex``.
-"""
+"""Training settings of the UniME-V2 embedder: ``TrainingArguments`` plus the method's own knobs
+(:class:`UniMEV2TrainingArguments`) and its data (:class:`UniMEV2DataArguments`). The backbone, its dtype, LoRA and
+the vision tower are the shared :class:`~unime_v2.trainers.arguments.UniMEV2ModelArguments`."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,26 +12,8 @@ from transformers import TrainingArguments
 from unime_v2.data_builders.formats.training_records import NEGATIVE_SELECTIONS, PAD_POLICIES
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import EVAL_RESOLUTIONS, MARKER_POLICIES
 
+from .arguments import check_choice
 from .losses import LOSS_TYPES
-
-
-LORA_TARGET_SCOPES = ("language_model", "anywhere")
-LORA_INITS = ("default", "gaussian")
-AUTHORS_LORA_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "k_proj", "q_proj", "out_proj", "v_proj")
-"""The authors' peft ``target_modules`` (their default list; ``qkv_proj``/``gate_up_proj`` are Phi-3-V names)."""
-DEFAULT_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LANGUAGE_MODEL_LAYERS = r"backbone\.language_model\.layers\.\d+"
-"""Where the decoder blocks of the Qwen2 language model live in a ``UniMEV2Model`` (all supported backbones)."""
-
-
-def lora_target_regex(module_names: tuple[str, ...] | list[str] | None = None, scope: str = "language_model") -> str:
-    """peft ``target_modules`` regex matching ``module_names`` inside the language model's decoder layers only
-    (``scope="language_model"``), or anywhere in the model (``"anywhere"``: what a bare peft name list does)."""
-    names = tuple(module_names or DEFAULT_LORA_MODULES)
-    alternatives = "|".join(re.escape(name) for name in names)
-    if scope == "anywhere":
-        return rf"(?:.*\.)?(?:{alternatives})"
-    return rf"{LANGUAGE_MODEL_LAYERS}\.(?:.*\.)?(?:{alternatives})"
 
 
 @dataclass
@@ -122,40 +87,6 @@ class UniMEV2TrainingArguments(TrainingArguments):
         default="",
         metadata={"help": "Saved in the model config: encode_document's default instruction. Training reads neither."},
     )
-    min_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, lower bound."})
-    max_pixels: int | None = field(default=None, metadata={"help": "Qwen-VL processor pixel budget, upper bound."})
-    backbone_dtype: str = field(
-        default="auto",
-        metadata={"help": "Weights dtype: auto (bfloat16 with --bf16, else float32) | float32 | bfloat16"},
-    )
-    freeze_vision_tower: bool = field(
-        default=True,
-        metadata={"help": "Full fine-tuning (use_lora=False): keep the vision tower and projector frozen."},
-    )
-    # ---- LoRA
-    use_lora: bool = field(default=True, metadata={"help": "Train LoRA adapters on the language model."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (paper: 16)."})
-    lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (authors: 64)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout (authors: 0.1)."})
-    use_dora: bool = field(default=True, metadata={"help": "Weight-decomposed LoRA (authors: on)."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Module names inside the LM decoder layers; default q,k,v,o,gate,up,down projections."},
-    )
-    lora_target_scope: str = field(
-        default="language_model",
-        metadata={
-            "help": "language_model: lora_target_modules match inside the LM decoder layers only | anywhere: match "
-            "those names in every submodule, vision tower included (the authors' bare peft list)."
-        },
-    )
-    lora_init: str = field(
-        default="default",
-        metadata={"help": "default (peft: A Kaiming-uniform, B = 0) | gaussian (authors: A ~ N(0, 1/r), B = 0)."},
-    )
-    lora_target_regex: str | None = field(
-        default=None, metadata={"help": "A full peft target_modules regex (overrides lora_target_modules)."}
-    )
     merge_lora_on_save: bool = field(
         default=True,
         metadata={
@@ -197,15 +128,12 @@ class UniMEV2TrainingArguments(TrainingArguments):
         if self.pack_text_tokens < 0:
             raise ValueError(f"pack_text_tokens must be >= 0 (0: no packing), got {self.pack_text_tokens}")
         super().__post_init__()
-        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
-        _check_choice("negative_selection", self.negative_selection, NEGATIVE_SELECTIONS)
-        _check_choice("pad_policy", self.pad_policy, PAD_POLICIES)
-        _check_choice("prompt_format", self.prompt_format, ("official", "chat"))
-        _check_choice("lora_target_scope", self.lora_target_scope, LORA_TARGET_SCOPES)
-        _check_choice("lora_init", self.lora_init, LORA_INITS)
-        _check_choice("marker_without_image", self.marker_without_image, MARKER_POLICIES)
-        _check_choice("eval_resolution", self.eval_resolution, tuple(EVAL_RESOLUTIONS))
-        _check_choice("backbone_dtype", self.backbone_dtype, ("auto", "float32", "bfloat16", "float16"))
+        check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        check_choice("negative_selection", self.negative_selection, NEGATIVE_SELECTIONS)
+        check_choice("pad_policy", self.pad_policy, PAD_POLICIES)
+        check_choice("prompt_format", self.prompt_format, ("official", "chat"))
+        check_choice("marker_without_image", self.marker_without_image, MARKER_POLICIES)
+        check_choice("eval_resolution", self.eval_resolution, tuple(EVAL_RESOLUTIONS))
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         if self.num_hard_negatives < 0:
@@ -213,28 +141,11 @@ class UniMEV2TrainingArguments(TrainingArguments):
         if self.num_hard_negatives == 0 and self.loss_type != "infonce":
             raise ValueError(f"loss_type={self.loss_type!r} needs hard negatives (num_hard_negatives >= 1)")
 
-    @property
-    def peft_target_modules(self) -> str:
-        """The ``target_modules`` regex given to peft."""
-        return self.lora_target_regex or lora_target_regex(self.lora_target_modules, self.lora_target_scope)
-
-    @property
-    def torch_dtype_name(self) -> str:
-        """The dtype to load the backbone in (``auto`` resolves from ``bf16``/``fp16``)."""
-        if self.backbone_dtype != "auto":
-            return self.backbone_dtype
-        return "bfloat16" if self.bf16 else "float16" if self.fp16 else "float32"
-
 
 @dataclass
 class UniMEV2DataArguments:
-    """What to train on and evaluate with (the YAML recipe's ``backbone``/``*_data`` keys)."""
+    """What to train on and evaluate with (the YAML recipe's ``*_data`` and ``mini_mmeb_*`` keys)."""
 
-    backbone: str = field(
-        metadata={
-            "help": "VLM checkpoint (folder or Hub id), or tiny:<qwen2_vl|qwen2_5_vl|llava_onevision> to build one."
-        }
-    )
     train_data: str = field(
         metadata={
             "help": "Mined dataset: a save_to_disk folder, a Hub id, an authors' .json (with train_image_root), or "
@@ -267,8 +178,3 @@ class UniMEV2DataArguments:
         },
     )
     eval_before_training: bool = field(default=True, metadata={"help": "Measure precision@1 before training too."})
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}; choose one of {choices}")

@@ -12,8 +12,9 @@ The negatives are *in-pool*: the same kind of candidates hard-negative mining re
 oracle. They can contain a false negative (another record's positive that happens to meet the query); like the
 authors' reranker data, the pairs do not correct for that — the mini-MMEB oracle is never a training signal.
 
-The judge reads the bare text: the MMEB image marker (``<|image_1|>``) is removed and the image goes into its own
-slot of the judge prompt, exactly as the mining pipeline feeds :class:`~unime_v2.modeling_unime_v2.scoring_unime_v2.JudgeScorer`.
+The judge reads the text without the MMEB image marker (``<|image_1|>`` and the newline after it; the image goes
+into its own slot of the prompt) and otherwise as it is, exactly as the mining pipeline's judge reads it
+(:class:`~unime_v2.modeling_unime_v2.processing_unime_v2_reranker.UniMEV2RerankerProcessor`).
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from unime_v2.modeling_unime_v2.configuration_unime_v2 import strip_image_markers
+from unime_v2.modeling_unime_v2.processing_unime_v2_reranker import remove_image_markers
 
 from ..mining.records import RecordColumns
-from ..storage import content_hash, item_key, pixels_key
+from ..storage import item_key
 
 
 YES, NO = 1, 0
 
 
 def judge_text(text: str | None) -> str:
-    """The text the judge reads: MMEB image markers removed, surrounding whitespace stripped."""
-    return strip_image_markers(text)
+    """The text the judge reads: MMEB image markers removed, the rest as it is (trailing newlines included)."""
+    return remove_image_markers(text)
 
 
 # The judge's pairs read the same columns as mining does (mini-MMEB / MMEB-train names by default).
@@ -51,21 +52,6 @@ class JudgePair:
     candidate_index: int
     label: int  # YES (1) or NO (0)
     source: str
-
-
-def _image_fingerprint(value: Any) -> str:
-    """A key of a stored image cell: PIL image (pixels), ``Image(decode=False)`` dict (bytes / path), path, or none."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, Mapping):
-        if value.get("bytes") is not None:
-            return "sha256:" + content_hash(value["bytes"])
-        return f"path:{value['path']}" if value.get("path") else "-"
-    if isinstance(value, str):
-        return "path:" + value
-    if hasattr(value, "tobytes"):  # PIL image
-        return pixels_key(value)
-    raise TypeError(f"cannot read an image cell of type {type(value).__name__}")
 
 
 def _undecoded(records: Any, columns: Sequence[str]) -> Any:
@@ -99,7 +85,7 @@ def positive_keys(records: Any, columns: PairColumns = PairColumns()) -> list[st
     raw = _undecoded(records, [columns.pos_image])
     texts = _column(raw, columns.pos_text)
     images = _column(raw, columns.pos_image)
-    return [item_key(t, _image_fingerprint(i)) for t, i in zip(texts, images)]
+    return [item_key(t, i) for t, i in zip(texts, images)]
 
 
 def _describe(records: Any, index: int, columns: PairColumns, source: str) -> str:
@@ -117,7 +103,7 @@ class JudgePairDataset(torch.utils.data.Dataset):
     """Yes/No judge pairs over a query–positive dataset; items are decoded lazily.
 
     Each item: ``{"query": {"text", "image"}, "candidate": {"text", "image"}, "label": 1 | 0, "query_index",
-    "candidate_index", "source"}`` — ``query`` / ``candidate`` are what ``JudgeScorer.score`` takes.
+    "candidate_index", "source"}`` — ``query`` / ``candidate`` are what ``UniMEV2Reranker.score`` takes.
     """
 
     def __init__(self, records: Any, pairs: Sequence[JudgePair], columns: PairColumns = PairColumns()):
@@ -291,3 +277,77 @@ def split_queries(
         heldout.extend(members[:cut].tolist())
         train.extend(members[cut:].tolist())
     return sorted(train), sorted(heldout)
+
+
+JUDGE_PAIRS_MINI_MMEB = "judge_pairs:mini_mmeb"
+"""Spec string of :func:`mini_mmeb_judge_pairs` as a reranker's ``train_data`` (the tiny judge recipe)."""
+
+
+@dataclass
+class MiniMMEBJudgePairs:
+    """Judge pairs of mini-MMEB train facts and what measures a judge trained on them against the oracle.
+
+    Attributes:
+        pairs: the training pairs (queries of ``train_ids`` only, negatives from their positives).
+        records: the mini-MMEB train records the pairs index.
+        train_ids, heldout_ids: record indices of the training and the held-out queries (stratified by dataset).
+        test_rows: mini-MMEB test rows (ground truth + hard distractors) of the same build.
+    """
+
+    pairs: JudgePairDataset
+    records: Any
+    train_ids: list[int]
+    heldout_ids: list[int]
+    test_rows: Any
+
+
+def mini_mmeb_judge_pairs(
+    seed: int,
+    train_per_task: int,
+    num_negatives: int = 1,
+    heldout_fraction: float = 0.0,
+    split_seed: int = 0,
+    test_per_task: int = 1,
+    num_candidates: int = 2,
+    extra: Mapping[str, Any] | None = None,
+) -> MiniMMEBJudgePairs:
+    """Yes/No pairs (:func:`build_judge_pairs`) of a mini-MMEB build's train records; held-out queries and its test
+    rows stay out of them. The mini-MMEB oracle never labels a pair: it only measures.
+
+    Args:
+        seed: the mini-MMEB build's seed.
+        train_per_task: train records per task.
+        num_negatives: "No" pairs per "Yes" pair.
+        heldout_fraction: train records held out of the pairs (0: none), split with ``split_seed`` (which also
+            seeds the negatives' draw).
+        test_per_task, num_candidates: test rows per task and candidates per test row (ground truth included);
+            the build's train queries exclude the test queries' facts, so both shape the train records too.
+        extra: more :class:`~unime_v2.data_builders.mini_mmeb.MiniMMEBConfig` fields, e.g. ``tasks`` (default: the
+            in-distribution tasks, the only ones with train records).
+    """
+    from ..mini_mmeb import MiniMMEBConfig, build_mini_mmeb
+    from ..mini_mmeb.tasks import default_tasks
+
+    extra = dict(extra or {})
+    names = list(extra.pop("tasks", None) or [task.name for task in default_tasks() if not task.ood])
+    config = MiniMMEBConfig(
+        **{
+            "seed": seed,
+            "tasks": names,
+            "train_pairs": train_per_task * len(names),
+            "eval_queries": max(test_per_task, 1),
+            "num_candidates": max(num_candidates, 2),
+            "caption_images": 0,
+            "long_caption_images": 0,
+            "compositional_per_subset": 0,
+            **extra,
+        }  # fmt: skip
+    )
+    built = build_mini_mmeb(config)["mmeb"]
+    records = built["train"]
+    if heldout_fraction > 0:
+        train_ids, heldout_ids = split_queries(records, heldout_fraction, seed=split_seed)
+    else:
+        train_ids, heldout_ids = list(range(len(records))), []
+    pairs = build_judge_pairs(records, num_negatives, seed=split_seed, query_indices=train_ids)
+    return MiniMMEBJudgePairs(pairs, records, train_ids, heldout_ids, built["test"])

@@ -240,7 +240,7 @@ def oracle_mined_dataset(
 ) -> datasets.Dataset:
     """DEMO / TEST DATA ONLY: a mined-format dataset whose "judge scores" are mini-MMEB's ORACLE scores.
 
-    Stands in for real MLLM-judge mining (issue 5) in the tiny recipe. Each MMEB-eval style row of mini-MMEB
+    Stands in for real MLLM-judge mining in the tiny recipes. Each MMEB-eval style row of mini-MMEB
     (ground truth at index 0, generated hard distractors and random candidates, each with its scene record)
     becomes one record: the positive is candidate 0, the negatives are the other candidates ranked by oracle score
     (hardest first), only those strictly below the positive's, repeated in order up to ``num_negatives`` when
@@ -277,7 +277,38 @@ def oracle_mined_dataset(
     return datasets.Dataset.from_list(rows, features=MINED_FEATURES)
 
 
+ORACLE_MINI_MMEB_NAME = "mini-MMEB (ORACLE scores)"
+"""The name of :func:`oracle_mini_mmeb` records in logs and cards."""
+
+
+def oracle_mini_mmeb(
+    seed: int,
+    train_per_task: int,
+    test_per_task: int = 1,
+    num_candidates: int = 2,
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The ``oracle:mini_mmeb`` training data (DEMO / TEST DATA ONLY, logged as such) and the held-out rows of the
+    same split.
+
+    The training rows of :func:`~unime_v2.data_builders.mini_mmeb.splits.mini_mmeb_splits` (``seed``,
+    ``train_per_task`` queries per IND task, their facts disjoint from the first ``test_per_task`` held-out queries
+    of each task, ``extra`` more ``MiniMMEBConfig`` fields) as :func:`oracle_mined_dataset` records; the held-out
+    rows have ``num_candidates`` candidates each.
+    """
+    from ..mini_mmeb.splits import mini_mmeb_splits
+
+    logger.warning(
+        "train_data=oracle:mini_mmeb: the 'judge scores' are mini-MMEB ORACLE scores (exact match fractions from "
+        "the generator), NOT MLLM-judge scores: demo data for the tiny recipes only"
+    )
+    train, heldout = mini_mmeb_splits(seed, train_per_task, test_per_task, num_candidates, extra)
+    return oracle_mined_dataset(train), heldout
+
+
 __all__ = [
+    "ORACLE_MINI_MMEB_NAME",
+    "oracle_mini_mmeb",
     "oracle_mined_dataset",
     "NUM_STORED_NEGATIVES",
     "NEGATIVE_SELECTIONS",

@@ -1,8 +1,8 @@
 """Training and held-out mini-MMEB rows that are disjoint in their facts, with the list length an eval setting.
 
-The tiny recipes used to draw its training and held-out rows from one generated MMEB-eval split
-(``eval_queries = test + train``), so a held-out query could repeat a training query's facts (same task, same text,
-same image facts), and the shared random stream made ``num_candidates`` change every query. Here:
+Training and held-out rows drawn from one generated MMEB-eval split would let a held-out query repeat a training
+query's facts (same task, same text, same image facts), and a shared random stream would make ``num_candidates``
+change every query. Instead:
 
 * held-out queries come from their own stream per task (``"{seed}/heldout/{task}"``) and never depend on the
   number of candidates;

@@ -52,7 +52,7 @@ SCAC = ("size", "color", "shape", "cell")
 META_TASKS = ("classification", "vqa", "retrieval", "grounding")
 
 Pair = tuple[str, str]
-ImageRef = tuple  # ("scene", graph) | ("crop", graph, object_index)
+SceneImage = tuple  # ("scene", graph) | ("crop", graph, object_index)
 
 
 # ----------------------------------------------------------------------------------------------- vocabulary
@@ -105,11 +105,11 @@ def choose_heldout(colors: Sequence[str], shapes: Sequence[str], fraction: float
 
 
 @dataclass
-class Item:
+class SceneItem:
     """A query-side or candidate-side item: its text, image reference, oracle content and dedupe key."""
 
     text: str
-    image: ImageRef | None
+    image: SceneImage | None
     content: dict
     key: str
     _json: str | None = None
@@ -130,11 +130,11 @@ class Example:
     qry_text: str
     qry_image: dict | None
     query: dict
-    positive: Item
+    positive: SceneItem
     meta: dict
 
 
-Candidate = tuple[str, Item, "dict | None"]
+Candidate = tuple[str, SceneItem, "dict | None"]
 """(kind, item, edit record) — kind is what ``tgt_kind`` stores."""
 
 
@@ -160,20 +160,20 @@ def caption_text(spec: dict) -> str:
     return join_phrases([_article(describe(o, SCAC)) for o in objs])
 
 
-def text_item(text: str, spec: dict) -> Item:
+def text_item(text: str, spec: dict) -> SceneItem:
     """A text candidate; texts are canonical functions of their spec, so the text is the dedupe key."""
-    return Item(text, None, {"modality": "text", "spec": spec}, text)
+    return SceneItem(text, None, {"modality": "text", "spec": spec}, text)
 
 
-def image_item(scene: dict) -> Item:
+def image_item(scene: dict) -> SceneItem:
     """A full-image candidate (MMEB's image target text)."""
-    return Item(IMAGE_TARGET_TEXT, ("scene", scene), {"modality": "image", "spec": scene}, spec_key(scene))
+    return SceneItem(IMAGE_TARGET_TEXT, ("scene", scene), {"modality": "image", "spec": scene}, spec_key(scene))
 
 
-def crop_item(scene: dict, index: int) -> Item:
+def crop_item(scene: dict, index: int) -> SceneItem:
     """A grounding crop: the cell of object ``index``; what it shows is that object on the background."""
     spec = {"background": scene["background"], "objects": [project(scene["objects"][index], SCA)]}
-    return Item(CROP_TARGET_TEXT, ("crop", scene, index), {"modality": "crop", "spec": spec}, spec_key(spec))
+    return SceneItem(CROP_TARGET_TEXT, ("crop", scene, index), {"modality": "crop", "spec": spec}, spec_key(spec))
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -349,7 +349,7 @@ class MiniTask:
         """Hard distractors of one example, hardest kinds first."""
         raise NotImplementedError
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         """One random candidate of this task's target type."""
         raise NotImplementedError
 
@@ -374,7 +374,7 @@ class ObjectClassification(MiniTask):
         found = replace_distractors(ex.meta["spec"], SCA, 2, rng, vocab, self.allowed(vocab))
         return [(kind, text_item(label_text(s, SCA), s), edit) for kind, s, edit in found]
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         spec = _random_object_spec(rng, vocab, self.ood)
         return text_item(label_text(spec, SCA), spec)
 
@@ -394,7 +394,7 @@ class MultiLabelClassification(MiniTask):
         found = compositional_distractors(ex.meta["spec"], CS, rng, vocab, self.ood, False, per_attr=2)
         return [(kind, text_item(label_text(s, CS), s), edit) for kind, s, edit in found]
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         scene, _ = sample_scene(rng, vocab, rng.randint(2, 3), ood=self.ood)
         spec = {"objects": [project(o, CS) for o in scene["objects"]]}
         return text_item(label_text(spec, CS), spec)
@@ -437,7 +437,7 @@ class _AnswerVQA(MiniTask):
         found = replace_distractors(ex.meta["spec"], SCA, 2, rng, vocab, self.allowed(vocab))
         return out + [(kind, text_item(describe(s["objects"][0]), s), edit) for kind, s, edit in found]
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         spec = _random_object_spec(rng, vocab, self.ood)
         return text_item(describe(spec["objects"][0]), spec)
 
@@ -500,7 +500,7 @@ class _ImageTargetRetrieval(MiniTask):
         found = compositional_distractors(scene, SCAC, rng, vocab, self.ood, True)
         return [(kind, image_item(s), edit) for kind, s, edit in found]
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         return image_item(sample_scene(rng, vocab, rng.randint(1, 3), ood=self.ood)[0])
 
 
@@ -533,7 +533,7 @@ class ImageToText(MiniTask):
         found = compositional_distractors(ex.meta["spec"], SCAC, rng, vocab, self.ood, False)
         return [(kind, text_item(caption_text(s), s), edit) for kind, s, edit in found]
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         scene, _ = sample_scene(rng, vocab, rng.randint(1, 3), ood=self.ood)
         spec = {"objects": [project(o, SCAC) for o in scene["objects"]]}
         return text_item(caption_text(spec), spec)
@@ -646,7 +646,7 @@ class Grounding(MiniTask):
                 out.append(("replace_attribute", crop_item(edited, ref), edit))
         return out
 
-    def random_item(self, rng: random.Random, vocab: Vocab) -> Item:
+    def random_item(self, rng: random.Random, vocab: Vocab) -> SceneItem:
         scene, focus = sample_scene(rng, vocab, rng.randint(1, 3), ood=self.ood)
         return crop_item(scene, focus)
 
@@ -720,9 +720,9 @@ def sample_excluding(
     return ex
 
 
-def build_pool(task: MiniTask, rng: random.Random, vocab: Vocab, size: int) -> list[Item]:
+def build_pool(task: MiniTask, rng: random.Random, vocab: Vocab, size: int) -> list[SceneItem]:
     """Up to ``size`` random candidates with distinct keys (fewer when the task's target space is smaller)."""
-    pool: dict[str, Item] = {}
+    pool: dict[str, SceneItem] = {}
     for _ in range(size * 6):
         item = task.random_item(rng, vocab)
         pool.setdefault(item.key, item)
@@ -732,7 +732,7 @@ def build_pool(task: MiniTask, rng: random.Random, vocab: Vocab, size: int) -> l
 
 
 def assemble_candidates(
-    task: MiniTask, ex: Example, rng: random.Random, vocab: Vocab, pool: Sequence[Item], num_candidates: int
+    task: MiniTask, ex: Example, rng: random.Random, vocab: Vocab, pool: Sequence[SceneItem], num_candidates: int
 ) -> list[Candidate]:
     """Ground truth first, then hard distractors and random fill, shuffled after index 0.
 
@@ -745,7 +745,7 @@ def assemble_candidates(
     chosen: list[Candidate] = [("gt", ex.positive, None)]
     keys = {ex.positive.key}
 
-    def offer(kind: str, item: Item, edit: dict | None) -> None:
+    def offer(kind: str, item: SceneItem, edit: dict | None) -> None:
         if len(chosen) < num_candidates and item.key not in keys and match_score(target, item.content["spec"]) < 1.0:
             keys.add(item.key)
             chosen.append((kind, item, edit))

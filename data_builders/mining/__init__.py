@@ -3,7 +3,7 @@
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives, cyclical_order
-from .models import load_embedder, load_judge
+from .models import load_judge
 from .pipeline import MiningResult, load_source, mine
 from .records import ImageRef, Item, QueryRecord, RecordColumns, load_query_records
 from .report import negative_statistics, plot_score_histogram, score_summary, write_report
@@ -27,7 +27,6 @@ __all__ = [
     "ShardStore",
     "build_pools",
     "cyclical_order",
-    "load_embedder",
     "load_judge",
     "load_query_records",
     "load_source",

@@ -30,18 +30,18 @@ from datasets import config as datasets_config
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
+from unime_v2.data_builders.checkpoints import load_embedder
 from unime_v2.data_builders.recipes import resolve_backbone
 from unime_v2.data_builders.storage import atomic_directory
+from unime_v2.modeling_unime_v2 import JUDGE_PROMPT
 from unime_v2.modeling_unime_v2.processing_unime_v2 import rename_item_error
-from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT
 
 from ..formats.mined import MINED_FEATURES, make_mined_row, to_authors_json
 from ..formats.training_records import load_mined_dataset
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives
-from .judge_batched import score_queries
-from .models import checkpoint_fingerprint, load_embedder, load_judge
+from .models import checkpoint_fingerprint, load_judge
 from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows, load_query_records
 from .report import NegativeStatistics, plot_score_histogram, score_summary, write_report
 from .retrieval import QUERY_CHUNK, CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
@@ -233,8 +233,7 @@ def retrieve_all(
 ) -> RetrievalResult:
     """Retrieval on the main process, saved under its fingerprint; every process memory-maps the same result.
 
-    The folder (``.npy`` files) is written in place of the ``.npz`` file of earlier versions, whose name differs,
-    so an old cache is never read as a new one.
+    The result is a folder of ``.npy`` files (:meth:`RetrievalResult.save`); its name carries the fingerprint.
     """
     path = config.resolved_cache_dir / "retrieval" / f"retrieval-{fingerprint[:32]}"
     if state.is_main_process and not path.exists():
@@ -288,11 +287,9 @@ def _judge_shard(
         group = [
             _judge_inputs(active[p], records, pools, retrieval) for p in positions[start : start + queries_per_forward]
         ]
-        if queries_per_forward == 1:
-            all_scores = [judge.score(group[0][2], group[0][3])]
-        else:
-            all_scores = score_queries(judge, [g[2] for g in group], [g[3] for g in group], queries_per_forward)
+        all_scores = judge.score_queries([g[2] for g in group], [g[3] for g in group], queries_per_forward)
         for (record, ids, _, candidates), scores in zip(group, all_scores):
+            scores = np.asarray(scores, dtype=np.float32)
             if not np.isfinite(scores).all():
                 raise ValueError(f"record {record.query_id}: the judge returned a non-finite score")
             out.append(
@@ -343,17 +340,13 @@ def judge_all(
         path,
         {
             "prompt": JUDGE_PROMPT,
+            "tokens": "whole pair",  # each pair is the tokenization of its whole text, markers removed, not stripped
             "dtype": config.judge_dtype,
             "min_pixels": config.judge_min_pixels,
             "max_pixels": config.judge_max_pixels,
             "prefix_sharing": config.prefix_sharing,
             "attn": config.judge_attn_implementation,
-            # several queries per forward round differently: their own shards (absent at 1, as before the option)
-            **(
-                {"queries_per_forward": config.judge_queries_per_forward}
-                if config.judge_queries_per_forward > 1
-                else {}
-            ),
+            "queries_per_forward": config.judge_queries_per_forward,  # several per forward round differently
         },
     )
     ids = records.query_ids

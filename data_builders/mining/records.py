@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import strip_image_markers
 
-from ..storage import content_hash, item_key
+from ..storage import item_key
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,6 @@ class ImageRef:
     bytes: bytes | None = None
     path: str | None = None
     relative_path: str = ""
-
-    @property
-    def key(self) -> str:
-        """Content identity: the hash of the bytes, or the path for file-only images (cheap at MMEB scale)."""
-        if self.bytes is not None:
-            return "sha256:" + content_hash(self.bytes)
-        return "path:" + os.path.normpath(self.path or "")
 
     def to_feature(self) -> dict[str, Any]:
         """The ``{"bytes", "path"}`` dict an ``Image()`` column accepts; the original bytes are kept as they are."""
@@ -73,13 +66,13 @@ class Item:
 
     @property
     def key(self) -> str:
-        """Same text and same image <=> same key; duplicates in a pool are found by it."""
-        image_key = self.image.key if self.image is not None else "-"
-        return item_key(self.text, image_key)
+        """Same text and same image <=> same key (:func:`~unime_v2.data_builders.storage.item_key`); duplicates in a
+        pool are found by it."""
+        return item_key(self.text, self.image.to_feature() if self.image is not None else None)
 
     @property
     def bare_text(self) -> str:
-        """The text without the MMEB image marker (what the judge reads; the image goes in its own slot)."""
+        """The text without the MMEB image marker, whitespace stripped (tells whether the item carries text)."""
         return strip_image_markers(self.text)
 
     @property
@@ -93,8 +86,9 @@ class Item:
         return {"text": self.text, "image": self.image.open(where) if self.image is not None else None}
 
     def judge_item(self, where: str) -> dict[str, Any]:
-        """``{"text", "image"}`` for :class:`JudgeScorer`: bare text and decoded image."""
-        return {"text": self.bare_text, "image": self.image.open(where) if self.image is not None else None}
+        """``{"text", "image"}`` for the judge (:meth:`UniMEV2Reranker.score_queries`), with the image decoded; the
+        judge's processor removes the image marker and reads the rest of the text as it is."""
+        return {"text": self.text, "image": self.image.open(where) if self.image is not None else None}
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "encode_workers.py"
+pytestmark = pytest.mark.slow  # a benchmark smoke run in a subprocess
 
 
 def test_small_run_reports_rates_and_equal_embeddings(tmp_path):

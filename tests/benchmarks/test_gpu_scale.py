@@ -18,6 +18,7 @@ from unime_v2.data_builders.tiny_backbones import build_tiny_backbone
 
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_scale.py"
+pytestmark = pytest.mark.slow  # a benchmark smoke run in a subprocess, a compiled judge
 
 
 def positive_numbers(value, where: str = "") -> list[tuple[str, float]]:

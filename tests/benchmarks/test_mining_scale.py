@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mining_scale.py"
+pytestmark = pytest.mark.slow  # benchmark smoke runs in subprocesses
 STAGES = ("load", "embed", "retrieve", "judge", "assemble", "write")
 MB = 2**20
 

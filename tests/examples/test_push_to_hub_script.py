@@ -32,6 +32,7 @@ def saved_embedder(tiny_qwen2_vl_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_help_lists_every_setting():
     done = _run("--help")
     assert done.returncode == 0
@@ -39,6 +40,7 @@ def test_help_lists_every_setting():
         assert name in done.stdout, name
 
 
+@pytest.mark.slow
 def test_dry_run_stages_the_embedder_repository(saved_embedder, tmp_path):
     done = _run(
         "--artifact", "embedder", "--path", str(saved_embedder), "--repo_id", "me/x", "--dry_run", str(tmp_path)
@@ -71,6 +73,7 @@ def test_dataset_upload_is_one_commit(tmp_path, mining_report, recording_hub, ca
         (["--artifact", "embedder", "--path", "examples", "--repo_id", "me/x"], "not a saved model folder"),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_name_the_problem(argv, message):
     done = _run(*argv)
     assert done.returncode != 0 and message in done.stderr, done.stderr[-2000:]

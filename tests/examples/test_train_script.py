@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train.py"
-TINY = REPO / "examples" / "configs" / "tiny.yaml"
+TINY = REPO / "examples" / "configs" / "embedder" / "tiny.yaml"
+pytestmark = pytest.mark.slow  # training runs of the script in subprocesses
 # Short runs for the equivalence tests: few records, no evaluation, no warmup (so step 1 already moves weights).
 SHORT = [
     "--eval_data",

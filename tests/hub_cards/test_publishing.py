@@ -91,7 +91,7 @@ def embedder_dir(tiny_qwen2_vl_dir, mined_dir, tmp_path_factory) -> Path:
 
 def _evaluate(embedder: Path, out: Path, reranker: Path | None = None) -> Path:
     """A real evaluation on mini-MMEB (examples/evaluate.py's package call); its results.json."""
-    from unime_v2.data_builders.recipes import RecipeParser
+    from unime_v2.trainers.arguments import RecipeParser
     from unime_v2.trainers.evaluation.run import EvaluationArguments, run_evaluation
 
     argv = ["--model", str(embedder), "--output_dir", str(out), "--no_cache", "true", "--data", "mini_mmeb"]
@@ -147,6 +147,7 @@ def _shadowed_python(code: str, cwd: Path, env: dict[str, str] | None = None) ->
 
 
 # ------------------------------------------------------------------------------------------------ embedder
+@pytest.mark.slow
 def test_staged_embedder_loads_without_the_package_and_embeds_like_the_source(embedder_dir, tmp_path):
     staged = stage_model(embedder_dir, tmp_path / "staged", "me/unime-v2-tiny")
     assert "README.md" in staged.files and "model.safetensors" in staged.files and TRAINING_RECORD in staged.files
@@ -172,6 +173,7 @@ with torch.no_grad():
         torch.testing.assert_close(loaded, expected.float(), atol=1e-5, rtol=1e-4, msg=route)
 
 
+@pytest.mark.slow
 def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
     staged = stage_model(embedder_dir, tmp_path / "staged", "someone/unime-v2-tiny")
     output = _shadowed_python(
@@ -181,6 +183,7 @@ def test_embedder_card_usage_snippet_runs_as_written(embedder_dir, tmp_path):
     assert len(re.findall(r"-?\d+\.\d+", output)) == 2, output  # ... against two documents
 
 
+@pytest.mark.slow
 def test_reranker_card_usage_snippet_runs_as_written(reranker_dir, tmp_path):
     staged = stage_model(reranker_dir, tmp_path / "staged", "someone/rr", "reranker")
     card = ModelCard.load(staged.folder / "README.md")

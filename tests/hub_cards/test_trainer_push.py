@@ -38,7 +38,7 @@ def _check_pushed(hub, out: Path, repo_id: str, model_class: str) -> dict[str, b
 def test_embedder_training_pushes_the_merged_model_in_one_commit(tmp_path, recording_hub):
     """The pushed card is the local one, with the evaluation before training (a new log history) and after it."""
     out = tmp_path / "run"
-    argv = ["--config", str(REPO / "examples" / "configs" / "tiny.yaml"), "--output_dir", str(out)]
+    argv = ["--config", str(REPO / "examples" / "configs" / "embedder" / "tiny.yaml"), "--output_dir", str(out)]
     argv += ["--mini_mmeb_train_per_task", "8", "--max_steps", "2", "--warmup_steps", "0"]
     argv += ["--save_strategy", "steps", "--save_steps", "1", "--disable_tqdm", "true", "--report_to", "none"]
     argv += ["--push_to_hub", "true", "--hub_model_id", "me/unime-v2-tiny", "--hub_strategy", "every_save"]
@@ -55,8 +55,15 @@ def test_embedder_training_pushes_the_merged_model_in_one_commit(tmp_path, recor
 
 def test_reranker_training_pushes_the_merged_model_in_one_commit(tiny_backbone_dirs, tmp_path, recording_hub):
     out = tmp_path / "reranker"
-    argv = ["--config", str(REPO / "examples" / "configs" / "reranker_tiny.yaml"), "--output_dir", str(out)]
-    argv += ["--backbone", str(tiny_backbone_dirs["qwen2_5_vl"]), "--max_steps", "2", "--mini_mmeb_per_task", "4"]
+    argv = ["--config", str(REPO / "examples" / "configs" / "reranker" / "tiny.yaml"), "--output_dir", str(out)]
+    argv += [
+        "--backbone",
+        str(tiny_backbone_dirs["qwen2_5_vl"]),
+        "--max_steps",
+        "2",
+        "--mini_mmeb_train_per_task",
+        "4",
+    ]
     argv += [
         "--use_lora",
         "true",
@@ -79,7 +86,7 @@ def test_reranker_training_pushes_the_merged_model_in_one_commit(tiny_backbone_d
 
 @pytest.mark.parametrize("bad", ["me/bad id!"])
 def test_training_push_to_an_invalid_repo_id_fails_before_uploading(bad, tmp_path, recording_hub):
-    argv = ["--config", str(REPO / "examples" / "configs" / "tiny.yaml"), "--output_dir", str(tmp_path)]
+    argv = ["--config", str(REPO / "examples" / "configs" / "embedder" / "tiny.yaml"), "--output_dir", str(tmp_path)]
     argv += ["--eval_data", "none", "--mini_mmeb_train_per_task", "8", "--max_steps", "1", "--save_strategy", "no"]
     argv += ["--push_to_hub", "true", "--hub_model_id", bad, "--disable_tqdm", "true", "--report_to", "none"]
     with pytest.raises(ValueError, match="invalid Hub repo id"):

@@ -41,6 +41,7 @@ def embedders(tiny_backbone_dirs: dict[str, Path]) -> dict[str, UniMEV2Model]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BACKBONE_KINDS)
 def test_autoclass_round_trip_in_new_process(kind, embedders, image_files, tmp_path):
     model = embedders[kind]

@@ -95,6 +95,7 @@ def clean_process_results(tiny_backbone_dirs, image_files, tmp_path_factory) -> 
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt_format", FORMATS)
 @pytest.mark.parametrize("kind", BACKBONE_KINDS)
 def test_auto_processor_then_forward_equals_encode_in_a_clean_process(kind, prompt_format, clean_process_results):

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS
-from unime_v2.modeling_unime_v2 import RERANK_LIST_PROMPT, UniMEV2Reranker, parse_answer
+from unime_v2.modeling_unime_v2 import RERANK_LIST_PROMPT, UniMEV2Reranker, UniMEV2RerankerProcessor, parse_answer
 from unime_v2.modeling_unime_v2.modeling_unime_v2_reranker import listwise_order
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
-from unime_v2.trainers.reranker_trainer import IGNORE_INDEX, RerankerCollator, listwise_candidates
+from unime_v2.trainers.reranker import IGNORE_INDEX, RerankerCollator, listwise_candidates
 
 
 def _image(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> Image.Image:
@@ -59,11 +59,10 @@ def rerankers(tiny_backbone_dirs) -> dict[str, UniMEV2Reranker]:
 
 def pair_alone(reranker: UniMEV2Reranker, query: dict, candidate: dict) -> float:
     """P(Yes) of one pair from a plain full-vocabulary forward of the whole pair (no cache, no prefix)."""
-    scorer = reranker.scorer
-    prepared_query, (prepared,) = reranker._prepare(query, [candidate])
+    processor = reranker.processor
     with torch.no_grad():
-        logits = reranker.backbone(**scorer.full_pair_inputs(prepared_query, prepared)).logits[0, -1]
-    return float(logits[[scorer.yes_token_id, scorer.no_token_id]].float().softmax(-1)[0])
+        logits = reranker.backbone(**processor.pair_inputs(query, candidate)).logits[0, -1]
+    return float(logits[[processor.yes_token_id, processor.no_token_id]].float().softmax(-1)[0])
 
 
 @pytest.mark.parametrize("kind", BACKBONE_KINDS)
@@ -97,18 +96,14 @@ def test_layouts_and_released_typo(tiny_backbone_dirs):
     judge = UniMEV2Reranker.from_backbone(path, pair_format="judge", dtype=torch.float32)
     query, candidate = {"text": "q text", "image": None}, {"text": "c text", "image": None}
     released_text = released.processor.tokenizer.decode(
-        released.scorer.full_pair_inputs(query, candidate)["input_ids"][0]
+        released.processor.pair_inputs(query, candidate)["input_ids"][0]
     )
-    judge_text = judge.processor.tokenizer.decode(judge.scorer.full_pair_inputs(query, candidate)["input_ids"][0])
+    judge_text = judge.processor.tokenizer.decode(judge.processor.pair_inputs(query, candidate)["input_ids"][0])
     assert "if it doesn't, responed with 'No'.Query:q textCandidate:c text" in released_text
     assert "if it doesn't, respond with 'No'. Query:q text, Candidates:c text." in judge_text
     # the judge layout is JudgeScorer's default: a plain VLM judge and the wrapped one give the same scores
-    plain = JudgeScorer(judge.backbone, judge.processor)
-    np.testing.assert_allclose(
-        judge.score(QUERY, CANDIDATES).numpy(),
-        plain.score(judge._prepare(QUERY, CANDIDATES)[0], judge._prepare(QUERY, CANDIDATES)[1]),
-        atol=1e-6,
-    )
+    plain = JudgeScorer(judge.backbone, judge.processor.backbone)
+    np.testing.assert_allclose(judge.score(QUERY, CANDIDATES).numpy(), plain.score(QUERY, CANDIDATES), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ listwise
@@ -156,7 +151,7 @@ def test_only_answer_tokens_carry_labels(kind, rerankers):
     labelled = listwise["labels"][0] != IGNORE_INDEX
     answer = tokenizer.decode(listwise["input_ids"][0][labelled])
     position = parse_answer(answer, 4)
-    assert answer == f"Ans: ({position + 1})"
+    assert answer == f"Ans: ({position + 1})<|im_end|>\n"  # the answer turn as the chat template closes it
     assert torch.equal(listwise["labels"][0][labelled], listwise["input_ids"][0][labelled])
     prompt = tokenizer.decode(listwise["input_ids"][0][~labelled])
     assert prompt.rstrip().endswith("assistant") and RERANK_LIST_PROMPT in prompt  # the answer follows the turn
@@ -214,11 +209,7 @@ def test_bad_input_errors_are_clear(rerankers, tmp_path):
     with pytest.raises(ValueError, match=r"candidate 2: cannot read image file .*broken.png"):
         reranker.rerank(QUERY, [CANDIDATES[0], CANDIDATES[3], {"text": None, "image": str(broken)}])
     many = [{"text": f"candidate number {i} with some words", "image": None} for i in range(40)]
-    one = len(
-        reranker.scorer.encode_listwise(
-            reranker.config.listwise_prompt, {"text": "q", "image": None}, many[:1]
-        ).input_ids
-    )
+    one = len(reranker.processor.listwise_piece({"text": "q", "image": None}, many[:1]))
     reranker.config.max_length = one + reranker.config.max_new_tokens + 30
     try:
         with pytest.raises(ValueError, match=r"40 candidates do not fit .* at most [1-9]\d* of these candidates fit"):
@@ -230,6 +221,7 @@ def test_bad_input_errors_are_clear(rerankers, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ round trip
+@pytest.mark.slow
 def test_save_load_with_automodel_in_a_new_process(rerankers, tmp_path):
     reranker = rerankers["qwen2_5_vl"]
     reranker.save_pretrained(tmp_path / "model")
@@ -264,14 +256,17 @@ def test_mining_judge_is_the_rerankers_scoring_core(tiny_backbone_dirs, reranker
     path = str(tiny_backbone_dirs["qwen2_5_vl"])
     config = MiningConfig(judge=path, judge_dtype="float32", judge_batch_size=2)
     judge = load_judge(path, config, torch.device("cpu"))
-    reference = JudgeScorer.from_pretrained(path, device="cpu")  # the judge before the move
-    query, candidates = rerankers["qwen2_5_vl"]._prepare(QUERY, CANDIDATES)
-    np.testing.assert_array_equal(judge.score(query, candidates), reference.score(query, candidates))
-    assert judge.batch_size == 2
+    assert isinstance(judge, UniMEV2Reranker) and judge.config.pair_format == "judge"
+    reference = JudgeScorer.from_pretrained(path, device="cpu")  # the plain VLM in the judge layout
+    np.testing.assert_allclose(judge.score(QUERY, CANDIDATES).numpy(), reference.score(QUERY, CANDIDATES), atol=1e-6)
+    assert judge.config.batch_size == 2 and judge.scorer.batch_size == 2
     # a saved reranker folder is a judge too, in its own (reranker) layout
     saved = tmp_path / "reranker"
     rerankers["qwen2_vl"].save_pretrained(saved)
     judge = load_judge(str(saved), MiningConfig(judge=str(saved), judge_dtype="float32"), torch.device("cpu"))
-    np.testing.assert_allclose(
-        judge.score(query, candidates), rerankers["qwen2_vl"].score(QUERY, CANDIDATES).numpy(), atol=1e-6
-    )
+    torch.testing.assert_close(judge.score(QUERY, CANDIDATES), rerankers["qwen2_vl"].score(QUERY, CANDIDATES))
+    # the processor alone (no model), from either folder, renders as the loaded model does
+    for folder, model in ((str(saved), rerankers["qwen2_vl"]), (path, load_judge(path, config, torch.device("cpu")))):
+        alone = UniMEV2RerankerProcessor.from_pretrained(folder).pair_inputs(QUERY, CANDIDATES[2])
+        expected = model.processor.pair_inputs(QUERY, CANDIDATES[2])
+        assert alone.keys() == expected.keys() and all(torch.equal(alone[k], expected[k]) for k in alone)

@@ -17,8 +17,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS, load_tiny_backbone
-from unime_v2.modeling_unime_v2.prompting_unime_v2 import JUDGE_PROMPT, PrefixNotShared, render_pair
-from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer, answer_token_id
+from unime_v2.modeling_unime_v2 import JUDGE_PROMPT, JudgeScorer, answer_token_id
 
 
 TOLERANCE = 1e-4
@@ -127,7 +126,6 @@ def test_prompt_is_the_papers_prompt_in_the_chat_template(judges, kind):
     candidate = CANDIDATES[1]
     encoded = judge.encode(IMAGE_QUERY, [candidate])
     prefix = encoded.prefix
-    assert list(encoded.suffixes) == [0] and not encoded.whole
     ids = encoded.pair(0).input_ids.tolist()
     tokenizer = judge.processor.tokenizer
     text = tokenizer.decode(ids)
@@ -138,7 +136,8 @@ def test_prompt_is_the_papers_prompt_in_the_chat_template(judges, kind):
         {
             "role": "user",
             "content": [
-                {"type": "text", "text": f"{JUDGE_PROMPT} Query:"},
+                {"type": "text", "text": JUDGE_PROMPT},
+                {"type": "text", "text": " Query:"},
                 {"type": "image"},
                 {"type": "text", "text": IMAGE_QUERY["text"]},
                 {"type": "text", "text": ", Candidates:"},
@@ -148,12 +147,14 @@ def test_prompt_is_the_papers_prompt_in_the_chat_template(judges, kind):
             ],
         }
     ]
-    assert text == judge.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == judge.processor.backbone.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert "respond with 'No'. Query:" in text and text.index(", Candidates:") > text.index(IMAGE_QUERY["text"])
-    # the shared prefix is a token prefix of every full pair, including the reference inputs
+    # the shared prefix is a token prefix of every whole pair, including the reference inputs
+    encoded = judge.encode(IMAGE_QUERY, CANDIDATES)
     for c in CANDIDATES:
         full = judge.full_pair_inputs(IMAGE_QUERY, c)["input_ids"][0].cpu()
-        assert torch.equal(full[: len(prefix.input_ids)], prefix.input_ids)
+        assert torch.equal(full[: len(encoded.prefix.input_ids)], encoded.prefix.input_ids)
+    assert len(prefix.images) == 1 and len(encoded.prefix.images) == 1  # the query image, never a candidate's
 
 
 def test_yes_and_no_ids_come_from_the_tokenizer(judges):
@@ -172,26 +173,37 @@ def test_answer_that_is_not_a_single_token_raises(judges):
     with pytest.raises(ValueError, match=r"'Yes' as 3 tokens.*single token"):
         answer_token_id(tokenizer, "Yes")
     judge = judges["qwen2_vl"]
-    processor = copy.copy(judge.processor)
+    processor = copy.copy(judge.processor.backbone)
     processor.tokenizer = tokenizer
     with pytest.raises(ValueError, match="single token"):
         JudgeScorer(judge.model, processor)
 
 
-def test_template_that_moves_images_first_scores_those_pairs_whole(judges, tiny_backbone_dirs):
-    """LLaVA-OneVision's Hub template renders all images first: image candidates cannot share the query prefix."""
+def test_template_that_moves_images_first_shares_a_shorter_prefix(judges):
+    """LLaVA-OneVision's Hub template renders all images first: the pairs still share their longest common prefix,
+    which then ends before the first candidate image (here right after the query image), and scores stay exact."""
     judge = judges["llava_onevision"]
-    processor = copy.deepcopy(judge.processor)
+    processor = copy.deepcopy(judge.processor.backbone)
     processor.chat_template = (  # the structure of llava-hf/llava-onevision-qwen2-*-ov-hf's template
         "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
         "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}<image>{% endfor %}"
         "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}\n{{ part['text'] }}{% endfor %}"
         "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    with pytest.raises(PrefixNotShared, match="candidate image"):
-        render_pair(processor, JUDGE_PROMPT, IMAGE_QUERY, CANDIDATES[1])
     images_first = JudgeScorer(judge.model, processor)
     encoded = images_first.encode(IMAGE_QUERY, CANDIDATES)
-    assert sorted(encoded.suffixes) == [0, 2, 4] and sorted(encoded.whole) == [1, 3, 5]
+    query_run = images_first.processor.inputs([encoded.pair(0)])["input_ids"][0].eq(processor.image_token_id)
+    assert len(encoded.prefix.images) == 1 and int(encoded.prefix.input_ids.eq(processor.image_token_id).sum()) == int(
+        query_run.sum()
+    )
+    assert all(len(s.images) == int(CANDIDATES[i]["image"] is not None) for i, s in enumerate(encoded.suffixes))
     expected = reference_scores(images_first, IMAGE_QUERY, CANDIDATES)
     np.testing.assert_allclose(images_first.score(IMAGE_QUERY, CANDIDATES), expected, atol=TOLERANCE, rtol=0)
+    # two image candidates whose runs are equally long: the prefix still stops before them
+    same_size = [CANDIDATES[5], {"text": "other", "image": noise_image(64, 64, 9)}]
+    encoded = images_first.encode({"text": "a text query", "image": None}, same_size)
+    assert not encoded.prefix.images and not encoded.prefix.input_ids.eq(processor.image_token_id).any()
+    expected = reference_scores(images_first, {"text": "a text query", "image": None}, same_size)
+    np.testing.assert_allclose(
+        images_first.score({"text": "a text query", "image": None}, same_size), expected, atol=TOLERANCE, rtol=0
+    )

@@ -12,6 +12,7 @@ from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.trainers import (
     LengthBucketProcessor,
     UniMEV2Collator,
+    UniMEV2ModelArguments,
     UniMEV2Trainer,
     UniMEV2TrainingArguments,
     base_embedder,
@@ -80,11 +81,10 @@ def test_bucketed_embeddings_equal_the_padded_batch(kind: str, tiny_backbone_dir
 def test_trainer_loss_and_gradients_equal_the_padded_batch(
     layout: dict, tiny_qwen2_vl_dir: Path, tmp_path: Path
 ) -> None:
-    args = UniMEV2TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", save_strategy="no", lora_dropout=0.0
-    )
+    args = UniMEV2TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", save_strategy="no")
     torch.manual_seed(0)
-    model = build_embedder(str(tiny_qwen2_vl_dir), args)
+    model_args = UniMEV2ModelArguments(backbone=str(tiny_qwen2_vl_dir), lora_dropout=0.0)
+    model = build_embedder(str(tiny_qwen2_vl_dir), model_args, args)
     with torch.no_grad():  # LoRA B starts at zero, which zeroes A's gradient: give B seeded values
         generator = torch.Generator().manual_seed(1)
         for name, parameter in model.named_parameters():

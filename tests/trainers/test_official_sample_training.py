@@ -17,7 +17,14 @@ from PIL import Image
 
 from unime_v2.data_builders.formats import from_authors_dataset
 from unime_v2.data_builders.formats.training_records import TrainingRecords
-from unime_v2.trainers import UniMEV2Collator, UniMEV2Trainer, UniMEV2TrainingArguments, base_embedder, build_embedder
+from unime_v2.trainers import (
+    UniMEV2Collator,
+    UniMEV2ModelArguments,
+    UniMEV2Trainer,
+    UniMEV2TrainingArguments,
+    base_embedder,
+    build_embedder,
+)
 
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "official-mined-negatives-example.json"
@@ -66,11 +73,11 @@ def test_whole_sample_trains_and_counts_markers_without_image(
         per_device_train_batch_size=10,
         num_train_epochs=1,
         learning_rate=1e-3,
-        use_dora=False,
         loss_type=loss_type,
         seed=0,
     )
-    model = build_embedder(str(tiny_qwen2_vl_dir), args)
+    model_args = UniMEV2ModelArguments(backbone=str(tiny_qwen2_vl_dir), use_dora=False)
+    model = build_embedder(str(tiny_qwen2_vl_dir), model_args, args)
     processor = base_embedder(model).processor
     trainer = UniMEV2Trainer(model=model, args=args, train_dataset=records, data_collator=UniMEV2Collator(processor))
     trainer.train()
@@ -82,8 +89,9 @@ def test_whole_sample_trains_and_counts_markers_without_image(
 def test_strict_marker_policy_still_names_the_record(image_root, tiny_qwen2_vl_dir, tmp_path):
     records = TrainingRecords.from_authors_json(SAMPLE, image_root, num_hard_negatives=2)
     args = UniMEV2TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", use_dora=False, marker_without_image="error"
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", marker_without_image="error"
     )
-    processor = base_embedder(build_embedder(str(tiny_qwen2_vl_dir), args)).processor
+    model_args = UniMEV2ModelArguments(backbone=str(tiny_qwen2_vl_dir), use_dora=False)
+    processor = base_embedder(build_embedder(str(tiny_qwen2_vl_dir), model_args, args)).processor
     with pytest.raises(ValueError, match=r"record 23 \(.*\), query: text has 1 image marker"):
         UniMEV2Collator(processor)([records[23]])

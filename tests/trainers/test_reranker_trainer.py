@@ -27,16 +27,16 @@ from unime_v2.data_builders.formats.judge_pairs import (
     split_queries,
 )
 from unime_v2.data_builders.mini_mmeb import MiniMMEBConfig, build_mini_mmeb
-from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS, load_tiny_backbone
+from unime_v2.data_builders.tiny_backbones import BACKBONE_KINDS, load_tiny_backbone, scratch_init_
 from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 from unime_v2.trainers.evaluation.judge_quality import judge_quality, rankdata, roc_auc, spearman
-from unime_v2.trainers.reranker_trainer import (
+from unime_v2.trainers.reranker import (
     RerankerCollator,
     UniMEV2RerankerTrainer,
+    UniMEV2RerankerTrainingArguments,
     answer_logits,
     judge_losses,
 )
-from unime_v2.trainers.tiny_judge import scratch_init_
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,8 +57,8 @@ def sharpen(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def trainer_args(tmp_path: Path, **kwargs) -> TrainingArguments:
-    return TrainingArguments(
+def trainer_args(tmp_path: Path, **kwargs) -> UniMEV2RerankerTrainingArguments:
+    return UniMEV2RerankerTrainingArguments(
         output_dir=str(tmp_path / "trainer"),
         report_to=[],
         use_cpu=True,
@@ -125,7 +125,7 @@ def reference_ce(scorer: JudgeScorer, feature: dict, offset: int = 1) -> torch.T
 @pytest.mark.parametrize("kind", BACKBONE_KINDS)
 def test_loss_is_cross_entropy_at_the_judges_answer_position(kind, sharp_judges, mixed_features, tmp_path):
     sharp_judge = sharp_judges[kind]
-    collator = RerankerCollator(sharp_judge)
+    collator = RerankerCollator(sharp_judge.processor)
     batch = collator(mixed_features)
     trainer = UniMEV2RerankerTrainer(model=sharp_judge.model, args=trainer_args(tmp_path), data_collator=collator)
     with torch.no_grad():
@@ -144,8 +144,32 @@ def test_loss_is_cross_entropy_at_the_judges_answer_position(kind, sharp_judges,
     assert abs(float(shifted - reference)) > 1e-2 and abs(float(flipped - reference)) > 1e-2
 
 
+def test_the_trainer_reads_its_loss_settings_from_its_arguments(sharp_judge, mixed_features, tmp_path):
+    """The objective's settings live in UniMEV2RerankerTrainingArguments only: the trainer reads them from
+    ``self.args`` (the loss weights, and through its default collator the candidate LM masks and the listwise rows)."""
+    model, processor = sharp_judge.model, sharp_judge.processor
+
+    def trainer(**settings) -> UniMEV2RerankerTrainer:
+        return UniMEV2RerankerTrainer(model=model, args=trainer_args(tmp_path, **settings), processing_class=processor)
+
+    def loss(**settings) -> torch.Tensor:
+        built = trainer(**settings)
+        with torch.no_grad():
+            return built.compute_loss(model, dict(built.data_collator(mixed_features)))
+
+    torch.testing.assert_close(loss(pair_weight=2.0), 2 * loss())
+    collator = trainer(list_weight=0.0, candidate_lm_weight=0.5).data_collator
+    assert collator.candidate_lm and not collator.listwise
+    with pytest.raises(TypeError, match="pair_weight"):
+        UniMEV2RerankerTrainer(model=model, args=trainer_args(tmp_path), processing_class=processor, pair_weight=2.0)
+    with pytest.raises(TypeError, match="needs args=UniMEV2RerankerTrainingArguments"):
+        UniMEV2RerankerTrainer(model=model, args=TrainingArguments(str(tmp_path)), processing_class=processor)
+    with pytest.raises(ValueError, match="list_weight must be >= 0"):
+        trainer_args(tmp_path, list_weight=-1.0)
+
+
 def test_collator_rows_are_the_judges_full_pair_inputs(sharp_judge, mixed_features):
-    collator = RerankerCollator(sharp_judge)
+    collator = RerankerCollator(sharp_judge.processor)
     batch = collator(mixed_features)
     lengths = batch["attention_mask"].sum(-1)
     patches = 0
@@ -174,7 +198,7 @@ def test_collator_rows_are_the_judges_full_pair_inputs(sharp_judge, mixed_featur
 
 def test_candidate_lm_term(sharp_judge, mixed_features):
     """The optional LM term targets exactly the positive's text tokens, each predicted from the position before."""
-    collator = RerankerCollator(sharp_judge, candidate_lm=True)
+    collator = RerankerCollator(sharp_judge.processor, candidate_lm=True)
     batch = collator(mixed_features)
     mask = batch["candidate_lm_mask"]
     tokenizer = sharp_judge.processor.tokenizer
@@ -274,11 +298,11 @@ def trained(tiny_backbone_dirs, text_records, tmp_path_factory):
             lr_scheduler_type="constant_with_warmup",
             seed=0,
             logging_steps=50,
+            list_weight=0.0,
+            candidate_lm_weight=1.0,
         ),
         train_dataset=pairs,
         processing_class=processor,
-        list_weight=0.0,
-        candidate_lm_weight=1.0,
     )
     trainer.train()
     after = quality()
@@ -295,6 +319,7 @@ def trained(tiny_backbone_dirs, text_records, tmp_path_factory):
     }
 
 
+@pytest.mark.slow  # the 500-step training fixture
 def test_training_raises_heldout_auc_against_the_oracle(trained):
     before, after = trained["before"], trained["after"]
     print(f"held-out AUC {before.auc:.3f} -> {after.auc:.3f}, Spearman {before.spearman:.3f} -> {after.spearman:.3f}")
@@ -304,6 +329,7 @@ def test_training_raises_heldout_auc_against_the_oracle(trained):
     assert after.num_queries == len(trained["heldout"]) and after.num_false_negatives >= 0
 
 
+@pytest.mark.slow  # the 500-step training fixture
 def test_saved_folder_is_a_judge(trained):
     judge = JudgeScorer.from_pretrained(str(trained["dir"]), device="cpu")
     in_memory = JudgeScorer(trained["model"], trained["processor"])
@@ -415,18 +441,17 @@ def test_gradient_checkpointing_leaves_a_frozen_vision_tower_out_of_backward(
     """With gradient checkpointing the LM input needs a gradient; a frozen vision tower's output does not (else
     every step recomputes and back-propagates the whole tower for nothing), a trained one's does. LoRA adapts the
     LM only, so with LoRA the tower is frozen whatever ``freeze_vision_tower`` says."""
-    from unime_v2.trainers.reranker_training_args import (
-        UniMEV2RerankerDataArguments,
-        UniMEV2RerankerTrainingArguments,
-        build_reranker,
-    )
+    from unime_v2.trainers.arguments import UniMEV2ModelArguments
+    from unime_v2.trainers.reranker import build_reranker
 
+    path = str(tiny_backbone_dirs["qwen2_5_vl"])
     args = UniMEV2RerankerTrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_checkpointing=True,
-        freeze_vision_tower=freeze_vision_tower, use_lora=use_lora,
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_checkpointing=True
+    )
+    model_args = UniMEV2ModelArguments(
+        backbone=path, backbone_dtype="float32", freeze_vision_tower=freeze_vision_tower, use_lora=use_lora,
     )  # fmt: skip
-    data_args = UniMEV2RerankerDataArguments(backbone_dtype="float32")
-    model, processor = build_reranker(data_args, args, str(tiny_backbone_dirs["qwen2_5_vl"]))
+    model, processor = build_reranker(model_args, args, path)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as Trainer does
     backbone = (model.get_base_model() if use_lora else model).backbone.model
     image = processor.image_processor(images=[Image.new("RGB", (64, 64), (9, 99, 199))], return_tensors="pt")

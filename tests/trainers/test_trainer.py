@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoProcessor, TrainerCallback
 from unime_v2.data_builders.formats.training_records import TrainingRecords, oracle_mined_dataset
 from unime_v2.trainers import (
     UniMEV2Collator,
+    UniMEV2ModelArguments,
     UniMEV2Trainer,
     UniMEV2TrainingArguments,
     base_embedder,
@@ -51,7 +52,6 @@ def training_args(tmp_path: Path, **overrides) -> UniMEV2TrainingArguments:
         disable_tqdm=True,
         logging_steps=1,
         learning_rate=1e-3,
-        lora_dropout=0.0,
         max_grad_norm=0.0,
         seed=0,
     )
@@ -59,9 +59,15 @@ def training_args(tmp_path: Path, **overrides) -> UniMEV2TrainingArguments:
     return UniMEV2TrainingArguments(**settings)
 
 
-def make_trainer(backbone: Path, args: UniMEV2TrainingArguments, train_records, **kwargs) -> UniMEV2Trainer:
+def model_args(backbone: Path, **overrides) -> UniMEV2ModelArguments:
+    return UniMEV2ModelArguments(backbone=str(backbone), **{"lora_dropout": 0.0, **overrides})
+
+
+def make_trainer(
+    backbone: Path, args: UniMEV2TrainingArguments, train_records, use_dora: bool = True, **kwargs
+) -> UniMEV2Trainer:
     torch.manual_seed(0)  # identical LoRA initialisation in every run
-    model = build_embedder(str(backbone), args)
+    model = build_embedder(str(backbone), model_args(backbone, use_dora=use_dora), args)
     with torch.no_grad():  # LoRA B starts at zero, which zeroes A's gradient: give B seeded values
         generator = torch.Generator().manual_seed(1)
         for name, parameter in model.named_parameters():
@@ -148,7 +154,8 @@ def test_lora_adapts_only_the_language_model(tiny_backbone_dirs: dict[str, Path]
     """Every q,k,v,o,gate,up,down projection of the LM decoder gets LoRA; the vision tower none (Qwen2.5-VL's
     vision MLP and LLaVA-OV's SigLIP attention share those names)."""
     for kind in ("qwen2_5_vl", "llava_onevision"):
-        model = build_embedder(str(tiny_backbone_dirs[kind]), training_args(tmp_path))
+        backbone = tiny_backbone_dirs[kind]
+        model = build_embedder(str(backbone), model_args(backbone), training_args(tmp_path))
         adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in model.named_parameters() if ".lora_A." in name}
         assert len(adapted) == 2 * 7  # 2 decoder layers x 7 projections
         assert all(".language_model.layers." in name for name in adapted)
@@ -159,8 +166,8 @@ def test_lora_adapts_only_the_language_model(tiny_backbone_dirs: dict[str, Path]
 @pytest.mark.parametrize("kind", ["qwen2_5_vl", "llava_onevision"])
 def test_other_backbones_train_a_step(kind: str, tiny_backbone_dirs: dict[str, Path], records, tmp_path: Path) -> None:
     """Qwen2.5-VL and LLaVA-OneVision image inputs (grid / image_sizes, batch_num_images) go through training."""
-    args = training_args(tmp_path, per_device_train_batch_size=4, max_steps=2, use_dora=True)
-    trainer = make_trainer(tiny_backbone_dirs[kind], args, records)
+    args = training_args(tmp_path, per_device_train_batch_size=4, max_steps=2)
+    trainer = make_trainer(tiny_backbone_dirs[kind], args, records, use_dora=True)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -205,6 +212,7 @@ def test_collapsed_model_scores_zero_precision(mini_rows) -> None:
     assert metrics["precision_at_1"] == 0.0 and metrics["num_rows"] == 6
 
 
+@pytest.mark.slow
 def test_evaluate_reports_precision_on_mini_mmeb_rows(tiny_qwen2_vl_dir: Path, records, mini_rows, tmp_path) -> None:
     rows = list(mini_rows)
     trainer = make_trainer(

@@ -9,7 +9,6 @@ the batches, so 1 or N processes give the same embeddings.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,6 @@ from tqdm.auto import tqdm
 
 from unime_v2.data_builders.mining.embedding_cache import EmbeddingCache, model_fingerprint
 from unime_v2.data_builders.storage import item_key as storage_item_key
-from unime_v2.data_builders.storage import pixels_key
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import EVAL_RESOLUTIONS
 
 
@@ -34,22 +32,9 @@ RESOLUTIONS = EVAL_RESOLUTIONS
 _ITEM_INDEX = re.compile(r"^item (\d+):")
 
 
-def image_identity(image: Any) -> str:
-    """What identifies an image for the cache: a file's path, size and modification time, or a PIL image's pixels."""
-    if image is None:
-        return ""
-    if isinstance(image, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(image))
-        stat = os.stat(path) if os.path.exists(path) else None
-        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"missing:{path}"
-    if hasattr(image, "tobytes"):
-        return pixels_key(image)
-    raise TypeError(f"an image must be a path, a PIL image or None, got {type(image).__name__}")
-
-
 def item_key(item: dict[str, Any]) -> str:
-    """The content key of one item (its text and image)."""
-    return storage_item_key(item.get("text") or "", image_identity(item.get("image")))
+    """The content key of one ``{"text", "image"}`` item (:func:`~unime_v2.data_builders.storage.item_key`)."""
+    return storage_item_key(item.get("text") or "", item.get("image"))
 
 
 def resolution_size(resolution: str | None) -> int | None:

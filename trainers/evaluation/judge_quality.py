@@ -162,7 +162,7 @@ def judge_quality(
     """Score held-out queries of query–positive ``records`` against their positive and in-pool candidates.
 
     Args:
-        scorer: anything with ``score(query_item, candidate_items) -> array`` (a ``JudgeScorer``).
+        scorer: anything with ``score(query_item, candidate_items) -> array`` (a ``UniMEV2Reranker``).
         records: query–positive records (mini-MMEB ``train`` split or a slice of it).
         query_indices: the held-out queries (default: all records).
         pool_indices: records whose positives are the candidates (default: ``query_indices``).

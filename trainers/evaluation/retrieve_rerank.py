@@ -22,7 +22,7 @@ Item = Mapping[str, Any]
 
 
 @dataclass
-class RetrievalResult:
+class QueryRanking:
     """One query's final ranking.
 
     Args:
@@ -93,7 +93,7 @@ class RetrieveThenRerank:
         k = min(self.top_k, len(self.candidates))
         return self.faiss_index.search(self._embed(queries), k)
 
-    def search(self, queries: Sequence[Item]) -> list[RetrievalResult]:
+    def search(self, queries: Sequence[Item]) -> list[QueryRanking]:
         """The final ranking of each query (embedder top-k, reranked), with a progress bar over queries."""
         scores, indices = self.retrieve(queries)
         results = []
@@ -101,7 +101,7 @@ class RetrieveThenRerank:
             zip(queries, scores, indices), total=len(queries), desc="rerank", unit="query", disable=not self.progress
         ):
             embed_order = [int(i) for i in row]
-            result = RetrievalResult(embed_order, embed_order, [float(s) for s in row_scores], None, False, None)
+            result = QueryRanking(embed_order, embed_order, [float(s) for s in row_scores], None, False, None)
             if self.reranker is not None:
                 reranked = self.reranker.rerank(query, [self.candidates[i] for i in embed_order], mode=self.mode)
                 result.order = [embed_order[i] for i in reranked.order]

@@ -15,6 +15,7 @@ from typing import Any
 
 from accelerate import PartialState
 
+from unime_v2.data_builders.checkpoints import load_embedder
 from unime_v2.data_builders.recipes import MINI_MMEB, default_cache_dir, resolve_backbone
 
 from .encoding import RESOLUTIONS
@@ -41,10 +42,17 @@ class EvaluationArguments:
 
     model: str = field(
         default=None,
-        metadata={"help": "The embedder: a folder, a Hub id (our AutoModel checkpoints, or a plain Qwen2-VL / "
-                  "Qwen2.5-VL / LLaVA-OneVision checkpoint wrapped with from_backbone) or tiny:<kind>[:<seed>]."},
+        metadata={"help": "The embedder: a folder, a Hub id (our AutoModel checkpoints, a plain Qwen2-VL / "
+                  "Qwen2.5-VL / LLaVA-OneVision checkpoint wrapped with from_backbone, or a PEFT adapter such as "
+                  "VLM2Vec's, merged into its base) or tiny:<kind>[:<seed>]."},
     )  # fmt: skip
     revision: str | None = field(default=None, metadata={"help": "Hub revision of --model."})
+    model_base: str | None = field(
+        default=None,
+        metadata={
+            "help": "For a PEFT adapter --model: its base VLM (default: the adapter's base_model_name_or_path)."
+        },
+    )
     reranker: str | None = field(
         default=None,
         metadata={"help": "Optional reranker (folder or Hub id, loaded with AutoModel and trust_remote_code): adds "
@@ -60,7 +68,7 @@ class EvaluationArguments:
         metadata={"help": "MMEB-eval: TIGER-Lab/MMEB-eval (or a clone), a folder of <task>/ save_to_disk subsets, or "
                   "a folder of <task>.jsonl files (mini-MMEB's export)."},
     )  # fmt: skip
-    image_dir: str | None = field(default=None, metadata={"help": "Root of MMEB-eval's relative image paths."})
+    image_root: str | None = field(default=None, metadata={"help": "Root of MMEB-eval's relative image paths."})
     retrieval_dir: str | None = field(
         default=None,
         metadata={"help": "The authors' data/ folder: flickr30k_test, coco_test, shareGPT4v, Urban1k, sugar-crepe, "
@@ -110,25 +118,14 @@ class EvaluationArguments:
         return SUITES if self.suite == "all" else (self.suite,)
 
 
-def load_embedder(
-    spec: str, revision: str | None = None, dtype: str = "float32", prompt_format: str = "official"
-) -> Any:
-    """A ``UniMEV2Model``: ``AutoModel`` for our checkpoints, ``from_backbone`` (with ``prompt_format``) for plain VLM
-    checkpoints."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    from unime_v2.modeling_unime_v2 import UniMEV2Model
-
-    path = resolve_backbone(spec, main_process_first=PartialState().main_process_first)
-    hub = {"revision": revision} if revision else {}
-    config = AutoConfig.from_pretrained(path, trust_remote_code=True, **hub)
-    torch_dtype = getattr(torch, dtype)
-    if config.model_type == "unime_v2":
-        model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=torch_dtype, **hub)
-    else:
-        model = UniMEV2Model.from_backbone(path, prompt_format=prompt_format, dtype=torch_dtype, **hub)
-    return model.to(PartialState().device).eval()
+def load_model(args: EvaluationArguments) -> Any:
+    """The embedder ``args.model`` names (``tiny:`` specs built once, on the main process first), on this process's
+    device: :func:`~unime_v2.data_builders.checkpoints.load_embedder` (UniME-V2 checkpoints, plain VLMs, PEFT
+    adapters)."""
+    path = resolve_backbone(args.model, main_process_first=PartialState().main_process_first)
+    return load_embedder(
+        path, args.prompt_format, args.dtype, PartialState().device, base=args.model_base, revision=args.revision
+    )
 
 
 def load_reranker(spec: str, revision: str | None = None, dtype: str = "float32") -> Any:
@@ -174,7 +171,7 @@ def suite_sources(args: EvaluationArguments) -> dict[str, list[DatasetSource]]:
             sources[suite] += mmeb_sources_from_rows(rows) if suite == "mmeb" else []
             sources[suite] += [s for s in companions if s.suite == suite]
     if args.mmeb_eval and "mmeb" in sources:
-        sources["mmeb"] += mmeb_eval_sources(args.mmeb_eval, args.image_dir)
+        sources["mmeb"] += mmeb_eval_sources(args.mmeb_eval, args.image_root)
     if args.retrieval_dir:
         if "retrieval" in sources:
             sources["retrieval"] += retrieval_sources(args.retrieval_dir)
@@ -201,7 +198,7 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
         reranker = load_reranker(args.reranker, dtype=args.dtype)
     elif reranker is not None:
         check_reranker(reranker, args.reranker or type(reranker).__name__)
-    model = model if model is not None else load_embedder(args.model, args.revision, args.dtype, args.prompt_format)
+    model = model if model is not None else load_model(args)
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir() / "evaluation_embeddings"))
     suites: dict[str, Any] = {}
     image_resize = None

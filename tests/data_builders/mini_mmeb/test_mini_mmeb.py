@@ -69,6 +69,7 @@ def _facts(obj: dict) -> dict:
 # ----------------------------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow
 def test_same_seed_is_identical_across_processes(small):
     """Same seed -> byte-equal datasets, also in a fresh interpreter with another hash seed."""
     code = (
@@ -402,10 +403,11 @@ def test_zero_sizes_build_empty_sets():
     assert all(len(built[n]["test"]) == 0 for n in ("caption_retrieval", "long_caption", "compositional"))
 
 
+@pytest.mark.slow
 def test_cli_smoke(tmp_path):
     script = Path(__file__).resolve().parents[3] / "examples" / "make_mini_mmeb.py"
     args = [
-        "--out",
+        "--output_dir",
         str(tmp_path),
         "--seed",
         "3",
@@ -468,6 +470,7 @@ def test_bad_config_raises_value_error_naming_field(field, value):
 # ----------------------------------------------------------------------------------------------- default size
 
 
+@pytest.mark.slow
 def test_default_config_counts():
     """The default build: 20k train pairs over 9 IND tasks, 150 queries x 100 candidates for all 13 tasks."""
     built = build_mini_mmeb(MiniMMEBConfig())

@@ -57,7 +57,7 @@ def one_thread():
 def run_config(tmp_path_factory, tiny_backbone_dirs) -> Path:
     """A small mini-MMEB mining config (45 queries, 12 shards) using the session's tiny backbones."""
     path = tmp_path_factory.mktemp("mining_config") / "mine.yaml"
-    config = yaml.safe_load((REPO / "examples" / "configs" / "mine_tiny.yaml").read_text())
+    config = yaml.safe_load((REPO / "examples" / "configs" / "mining" / "tiny.yaml").read_text())
     config.update(
         mini_mmeb=MINI_MMEB,
         embedder=str(tiny_backbone_dirs["qwen2_vl"]),
@@ -114,6 +114,7 @@ def uninterrupted(run_config, tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_dataset(run_config, uninterrupted, tmp_path):
     run_mine(run_config, tmp_path, processes=2)
     assert_same_dataset(uninterrupted, tmp_path)
@@ -123,6 +124,7 @@ def test_two_processes_give_the_one_process_dataset(run_config, uninterrupted, t
     assert writers == {0, 1}, "both processes must have judged shards"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_dataset(run_config, uninterrupted, tmp_path):
     killed = run_mine(run_config, tmp_path, env={**ENV, "UNIME_V2_MINE_KILL_AFTER_SHARDS": "3"}, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -137,6 +139,7 @@ def test_killed_run_resumes_to_the_uninterrupted_dataset(run_config, uninterrupt
     assert resume["judge_shards_reused"] == 3 and resume["embedding_chunks_computed"] == 0
 
 
+@pytest.mark.slow
 def test_authors_json_round_trip(uninterrupted, tmp_path):
     mined = load_from_disk(str(uninterrupted / "dataset"))
     image_root = uninterrupted / "authors_json"
@@ -241,12 +244,9 @@ def test_mined_rows_match_an_independent_judge_and_the_report(small_run, tiny_ba
     fallbacks = 0
     for row in dataset:
         assert len(row["neg_texts"]) == 10 and all(s < config.delta for s in row["neg_similarities"])
-        positive = {"text": row["pos_text"].replace("<|image_1|>\n", "").strip(), "image": row["pos_image"]}
-        query = {"text": row["query_text"].replace("<|image_1|>\n", "").strip(), "image": row["query_image"]}
-        negatives = [
-            {"text": t.replace("<|image_1|>\n", "").strip(), "image": i}
-            for t, i in zip(row["neg_texts"], row["neg_images"])
-        ]
+        positive = {"text": row["pos_text"], "image": row["pos_image"]}  # the judge's processor removes markers
+        query = {"text": row["query_text"], "image": row["query_image"]}
+        negatives = [{"text": t, "image": i} for t, i in zip(row["neg_texts"], row["neg_images"])]
         assert all(n["text"] != positive["text"] or n["image"] != positive["image"] for n in negatives)
         expected = judge.score_full_pairs(query, [positive, *negatives])
         assert abs(row["pos_score"] - expected[0]) < 1e-6
@@ -435,7 +435,7 @@ def test_embedder_errors_name_the_record(tmp_path, tiny_backbone_dirs):
         mine(config_for(data, tmp_path / "out", tiny_backbone_dirs, marker_without_image="error"))
 
 
-# ------------------------------------------------------------------------------------------ scale (issue 14)
+# ------------------------------------------------------------------------------------------ scale
 
 
 def many_path_rows(root: Path, n: int) -> list[dict]:

@@ -38,7 +38,7 @@ def test_chunked_summary_of_mapped_scores_equals_numpy_bit_for_bit(tmp_path, mon
     values.tofile(tmp_path / "scores.f32")
     mapped = np.memmap(tmp_path / "scores.f32", dtype=np.float32, mode="r")
     assert score_summary(mapped) == numpy_summary(values)
-    assert score_summary(values.astype(np.float64).tolist()) == numpy_summary(values)  # Python floats: as before
+    assert score_summary(values.astype(np.float64).tolist()) == numpy_summary(values)  # a list of Python floats too
     assert score_summary(np.empty(0, dtype=np.float32)) == {"count": 0}
 
 

@@ -1,4 +1,5 @@
-"""VLM2Vec's published Qwen2-VL layout (base VLM + PEFT adapter saved on transformers 4.x) as the mining embedder.
+"""VLM2Vec's published Qwen2-VL layout (base VLM + PEFT adapter saved on transformers 4.x) as the embedder of mining
+and of evaluation: one loader, :func:`~unime_v2.data_builders.checkpoints.load_embedder`.
 
 The reference below re-implements VLM2Vec's documented inference recipe with plain transformers + peft
 (docs/mining.md, "VLM2Vec as the retrieval embedder"): adapter merged into the base, raw text with ``<|image_1|>``
@@ -17,7 +18,9 @@ from peft.utils import set_peft_model_state_dict
 from PIL import Image
 from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
-from unime_v2.data_builders.mining import MiningConfig, load_embedder
+from unime_v2.data_builders.checkpoints import load_embedder
+from unime_v2.data_builders.mining import MiningConfig
+from unime_v2.trainers.evaluation.run import EvaluationArguments, load_model
 
 
 ITEMS = [
@@ -125,6 +128,14 @@ def test_adapter_folder_embeds_like_vlm2vec_recipe(vlm2vec_folder):
     assert torch.allclose(ours.norm(dim=-1), torch.ones(len(ITEMS)), atol=1e-5)
     without_adapter = _reference_embeddings(base, None)
     assert (ours - without_adapter).abs().max() > 1e-2, "the adapter changed nothing: the test could not fail"
+
+
+def test_evaluation_loads_the_adapter(vlm2vec_folder, tmp_path):
+    base, adapter = vlm2vec_folder
+    model = load_model(EvaluationArguments(model=str(adapter), output_dir=str(tmp_path)))
+    torch.testing.assert_close(_embed(model), _reference_embeddings(base, adapter), atol=1e-5, rtol=0)
+    named = load_model(EvaluationArguments(model=str(adapter), model_base=str(base), output_dir=str(tmp_path)))
+    torch.testing.assert_close(_embed(named), _reference_embeddings(base, adapter), atol=1e-5, rtol=0)
 
 
 def test_base_from_adapter_config(vlm2vec_folder):

@@ -15,8 +15,8 @@ import torch
 from PIL import Image as PILImage
 
 from unime_v2.data_builders.formats.judge_pairs import judge_text
-from unime_v2.data_builders.recipes import RecipeParser
 from unime_v2.modeling_unime_v2 import JudgeScorer, UniMEV2Model, load_item_image
+from unime_v2.trainers.arguments import RecipeParser
 from unime_v2.trainers.evaluation import (
     MMEBEvaluator,
     RetrievalEvaluator,
@@ -173,7 +173,7 @@ def test_retrieval_and_sugarcrepe_on_public_layouts_equal_direct_computation(emb
 def trained_embedder(tmp_path_factory) -> Path:
     """A tiny embedder trained for a few steps by examples/train.py (run in-process through main(argv))."""
     out = tmp_path_factory.mktemp("trained")
-    command = [sys.executable, str(REPO / "examples" / "train.py"), "--config", str(REPO / "examples/configs/tiny.yaml"),
+    command = [sys.executable, str(REPO / "examples" / "train.py"), "--config", str(REPO / "examples/configs/embedder/tiny.yaml"),
                "--output_dir", str(out), "--max_steps", "2", "--eval_data", "none", "--mini_mmeb_train_per_task", "4",
                "--save_steps", "1000", "--disable_tqdm", "true", "--warmup_steps", "0"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -182,6 +182,7 @@ def trained_embedder(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_trained_embedder_end_to_end_with_and_without_reranker(trained_embedder, reranker, tmp_path) -> None:
     out = tmp_path / "plain"
     argv = ["--model", str(trained_embedder), "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), *MINI]
@@ -208,6 +209,7 @@ def test_trained_embedder_end_to_end_with_and_without_reranker(trained_embedder,
     assert "+ JudgeReranker (top-5)" in (tmp_path / "rr" / "results.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["listwise", "pairwise"])
 def test_script_with_a_saved_unime_v2_reranker(trained_embedder, tiny_backbone_dirs, mode, tmp_path) -> None:
     """``--reranker DIR``: a saved UniMEV2Reranker (remote code, AutoModel) adds the '+ reranker' rows; listwise
@@ -245,6 +247,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_exactly_the_single_process_numbers(tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "UNIME_V2_CACHE": str(tmp_path)}
     common = ["--model", "tiny:qwen2_vl", "--no_cache", "true", *MINI]
