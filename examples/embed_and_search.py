@@ -41,7 +41,7 @@ class EmbedAndSearchArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    (args,) = RecipeParser(EmbedAndSearchArguments).parse(argv)
+    (args,) = RecipeParser(EmbedAndSearchArguments, description=__doc__.split("\n\n")[0]).parse(argv)
     embedder = load_embedder(resolve_backbone(args.model), "official", "float32", torch.device("cpu"))
     candidates = [
         {"text": "<|image_1|>\nRepresent the given image.", "image": draw(*SHAPES[name])} for name in SHAPES

@@ -5,7 +5,9 @@
 
 Writes ``DIR/hf/<name>/`` (one ``DatasetDict`` per set: mmeb, caption_retrieval, long_caption, compositional) and
 ``DIR/mmeb/`` (``train/<dataset>.jsonl``, ``eval/<dataset>.jsonl``, ``companion/<name>.jsonl``, PNGs under
-``images/``), then prints a per-task summary table and the time of each stage.
+``images/``), then prints a per-task summary table and the time of each stage. A folder holding another run (other
+settings, or another kind of artifact) is refused unless ``--overwrite true`` (docs/training.md, "One run per output
+folder").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from unime_v2.data_builders.mini_mmeb import (
     summary_rows,
 )
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.run_folder import OutputFolderArguments, OutputFolderError, claim_output_dir, run_settings
 
 
 @dataclass
@@ -43,7 +46,8 @@ class MakeMiniMMEBArguments:
 
 def main(argv: list[str] | None = None) -> int:
     """Build, save, export, summarise."""
-    (args,) = RecipeParser(MakeMiniMMEBArguments).parse(argv)
+    parser = RecipeParser((MakeMiniMMEBArguments, OutputFolderArguments), description=__doc__.split("\n\n")[0])
+    args, folder = parser.parse(argv)
     try:
         config = MiniMMEBConfig(
             seed=args.seed,
@@ -55,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not (args.no_save and args.no_export):
+        try:
+            claim_output_dir(args.output_dir, "mini_mmeb", "examples/make_mini_mmeb.py", run_settings(args),
+                             folder.overwrite)  # fmt: skip
+        except OutputFolderError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     timings: dict[str, float] = {}
     start = time.perf_counter()
     built = build_mini_mmeb(config, progress=True)

@@ -15,7 +15,9 @@ launcher; use ``--multi_gpu``, which runs N processes through torchrun, on CPU t
 Queries are split across processes; each writes judge-score shards (atomically); the main process merges, samples
 and writes ``DIR/dataset`` (``load_from_disk``), ``report.json``/``report.md``, ``judge_scores.png`` and
 ``mined.json`` (the authors' format). Kill it at any moment and run the same command again: it resumes from the
-saved embeddings, retrieval and shards and produces the same dataset.
+saved embeddings, retrieval and shards ("resuming mining: 9 of 23 judge shards done") and produces the same dataset.
+An output folder holding another run (other settings, or another kind of artifact) is refused unless
+``--overwrite true``, which deletes the previous dataset, report and JSON and keeps ``cache/`` (its parts are keyed).
 
 Fault injection (tests): ``UNIME_V2_MINE_KILL_AFTER_SHARDS=k`` makes a process SIGKILL itself right after writing
 its k-th judge shard.
@@ -35,6 +37,8 @@ from accelerate.utils import parse_flag_from_env
 
 from unime_v2.data_builders.mining import MiningConfig, mine
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.evaluation.run import check_model_roles
+from unime_v2.trainers.run_folder import OutputFolderArguments, claim_output_dir, run_settings
 
 
 KILL_ENV = "UNIME_V2_MINE_KILL_AFTER_SHARDS"
@@ -53,12 +57,19 @@ def kill_after(count: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    (config,) = RecipeParser(MiningConfig).parse(argv)
+    config, folder = RecipeParser((MiningConfig, OutputFolderArguments), description=__doc__.split("\n\n")[0]).parse(
+        argv
+    )
+    check_model_roles(config.embedder, config.judge, "--embedder", "--judge")
     # cpu=True is what makes accelerate set up a gloo process group on CPU (MULTI_CPU) under a multi-process launch
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     level = logging.INFO if state.is_main_process else logging.WARNING  # one log line per event, not per process
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are tracebacks of CPU probes
+    with state.main_process_first():  # one run per folder (docs/mining.md): another run's folder is refused
+        settings = run_settings(config)
+        claim_output_dir(config.output_dir, "mined_dataset", "examples/mine.py", settings, folder.overwrite,
+                         write=state.is_main_process)  # fmt: skip
     kill = int(os.environ.get(KILL_ENV, "0"))
     result = mine(config, state, on_shard_written=kill_after(kill) if kill > 0 else None)
     if result is not None:

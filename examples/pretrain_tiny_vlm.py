@@ -7,7 +7,8 @@
 Writes an ordinary checkpoint folder (``AutoModelForImageTextToText.from_pretrained(DIR)``; ``examples/train.py
 --backbone DIR``) with ``TINY_PRETRAIN.json``: the arguments, the LM loss on held-out corpus examples before and after
 training, and the zero-shot precision@1 of its last-token embeddings on held-out mini-MMEB rows. Recipe, figures and
-reasons: ``docs/tiny_pretrained_vlm.md``.
+reasons: ``docs/tiny_pretrained_vlm.md``. A folder holding another run (other settings, or another kind of artifact) is
+refused unless ``--overwrite true`` (docs/training.md, "One run per output folder").
 """
 
 from __future__ import annotations
@@ -24,10 +25,21 @@ import torch
 
 from unime_v2.trainers import tiny_pretrain as tp
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.run_folder import OutputFolderArguments, claim_output_dir, run_settings
+
+
+def pretrain_settings(args: tp.PretrainArguments) -> dict:
+    """The settings that make the checkpoint (``threads`` only changes the speed; ``batch_size`` matters here)."""
+    settings = {**run_settings(args), "batch_size": args.batch_size}
+    settings.pop("threads", None)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = RecipeParser(tp.PretrainArguments).parse(argv)
+    parser = RecipeParser((tp.PretrainArguments, OutputFolderArguments), description=__doc__.split("\n\n")[0])
+    args, folder = parser.parse(argv)
+    claim_output_dir(args.output_dir, "tiny_vlm", "examples/pretrain_tiny_vlm.py", pretrain_settings(args),
+                     folder.overwrite)  # fmt: skip
     torch.set_num_threads(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
 

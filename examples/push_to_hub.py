@@ -19,11 +19,17 @@ from typing import Any
 
 from unime_v2.hub_cards import PushArguments, StagedRepo, push
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.run_folder import check_artifact
+
+
+ARTIFACT_KINDS = {"dataset": "mined_dataset"}
+"""``--artifact`` names whose run-record kind differs (unime_v2_run.json, docs/publishing.md)."""
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Stage (and, without ``--dry_run``, upload) the artifact; prints the staged files or the commit URL."""
-    (args,) = RecipeParser((PushArguments,)).parse(argv)
+    (args,) = RecipeParser((PushArguments,), description=__doc__.split("\n\n")[0]).parse(argv)
+    check_artifact(args.path, ARTIFACT_KINDS.get(args.artifact, args.artifact))  # e.g. a reranker push of an embedder
     result = push(args)
     if isinstance(result, StagedRepo):
         print(f"staged {len(result.files)} files in {result.folder}:", *result.files, sep="\n  ")

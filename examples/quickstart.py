@@ -11,8 +11,11 @@ judge (pairwise Yes/No fine-tuning; agreement with mini-MMEB's oracle reported, 
 untrained VLM, the seed embedder, UniME-V2 and UniME-V2 + reranker. Writes ``summary.md`` / ``summary.json``.
 
 Every stage writes under ``output_dir/<stage>/`` and, once it succeeded, a ``.done`` file there; a rerun skips the
-finished stages (``overwrite`` starts over). Every figure of the final table is read back from the stages' own output
-files (``results.json`` of ``examples/evaluate.py``, ``judge_training.json``, the mining report), never computed here.
+finished stages (``overwrite`` starts over). The folder records its run in ``unime_v2_run.json``: a folder holding
+another quickstart (other ``seed`` / ``size``) or another kind of artifact is refused unless ``--overwrite``
+(docs/training.md, "One run per output folder"). Every figure of the final table is read back from the stages' own
+output files (``results.json`` of ``examples/evaluate.py``, ``judge_training.json``, the mining report), never
+computed here.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
 from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
 from unime_v2.hub_cards.markdown import markdown_grid
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.run_folder import claim_output_dir, run_settings
 
 
 TASKS = ("MiniImageNet-cls", "MiniCOCO-i2t", "MiniCOCO-t2i", "MiniObjectNet-cls", "MiniNovel-t2i")
@@ -184,7 +188,8 @@ def run_quickstart(args: QuickstartArguments, examples: Path) -> dict[str, Any]:
     out = Path(args.output_dir).resolve()
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if claim_output_dir(out, "quickstart", "examples/quickstart.py", run_settings(args)):
+        print(f"resuming quickstart in {out}: finished stages are reused", flush=True)
     commands = stage_commands(args, examples)
     size = SIZES[args.size]
     source = out / "data" / "train"
@@ -287,7 +292,7 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = RecipeParser(QuickstartArguments).parse(argv)
+    (args,) = RecipeParser(QuickstartArguments, description=__doc__.split("\n\n")[0]).parse(argv)
     summary = run_quickstart(args, Path(__file__).resolve().parent)
     print("\n" + summary_markdown(summary))
     print(f"\nartifacts: {Path(args.output_dir).resolve()}  (summary.md, summary.json)")

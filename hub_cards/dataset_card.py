@@ -22,6 +22,15 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def _judge_health_rows(health: Mapping[str, Any] | None) -> str:
+    """The report's judge-health figures and warnings as table rows (docs/mining.md, "Judge health")."""
+    if not health:
+        return "| (not in this report) | |"
+    figures = {key: value for key, value in health.items() if key not in ("thresholds", "warnings")}
+    figures["warnings"] = "; ".join(health.get("warnings", [])) or "none"
+    return markdown_rows(figures)
+
+
 def build_mined_dataset_card(
     report: Mapping[str, Any],
     repo_id: str,
@@ -54,6 +63,7 @@ def build_mined_dataset_card(
         repo_id=repo_id,
         settings_rows=markdown_rows(settings),
         count_rows=markdown_rows(report["counts"]),
+        judge_health_rows=_judge_health_rows(report.get("judge_health")),
         timing_rows=markdown_rows(report["timings_s"]),
         citation=CITATION,
         **settings,  # the template reads embedder, judge, judge_dtype, pool, delta, top_k, beta, interval, …

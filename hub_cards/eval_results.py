@@ -30,6 +30,9 @@ def _eval(dataset: str, config: str, metric: str, metric_name: str, value: float
 def eval_results(results: Mapping[str, Any], reranked: bool = False) -> list[EvalResult]:
     """One ``EvalResult`` per MMEB dataset (+ overall), retrieval direction and SugarCrepe subset of ``results``.
 
+    The MMEB-style figures name the data the evaluation read (``results["datasets"]["mmeb"]``: ``MMEB`` for
+    TIGER-Lab/MMEB-eval, ``mini-MMEB``, a Hub id or a local folder's name), each dataset as its config.
+
     ``reranked``: the ``rerank/`` figures (the reranker reordering the embedder's top-k), for a reranker's card.
     """
     if "suites" not in results:
@@ -39,11 +42,12 @@ def eval_results(results: Mapping[str, Any], reranked: bool = False) -> list[Eva
     p, tag = ("rerank/", " (reranked top-k)") if reranked else ("", "")
     evals = []
     suites = results["suites"]
+    mmeb = results.get("datasets", {}).get("mmeb", "MMEB")  # the data evaluate.py read (older results: MMEB)
     if "mmeb" in suites and suites["mmeb"]["per_dataset"]:
         for name, d in suites["mmeb"]["per_dataset"].items():
-            evals.append(_eval("MMEB", name, "precision_at_1", "Precision@1" + tag, d[p + "precision_at_1"]))
+            evals.append(_eval(mmeb, name, "precision_at_1", "Precision@1" + tag, d[p + "precision_at_1"]))
         overall = suites["mmeb"]["metrics"][p + "precision_at_1"]
-        evals.append(_eval("MMEB", "overall", "precision_at_1", "Precision@1" + tag, overall))
+        evals.append(_eval(mmeb, "overall", "precision_at_1", "Precision@1" + tag, overall))
     for name, d in suites.get("retrieval", {}).get("per_dataset", {}).items():
         for x, title in (("i2t", "image-to-text"), ("t2i", "text-to-image")):
             evals.append(_eval(name, title, f"recall_at_1_{x}", f"R@1 {title}{tag}", d[f"{p}{x}_R@1"]))

@@ -103,6 +103,8 @@ def as_item(value: Any, index: int) -> dict[str, Any]:
     """One input of ``encode_query`` / ``encode_document`` as an item: a ``str`` is a text, a PIL image or a
     ``pathlib.Path`` an image, a mapping an item (its ``text`` and ``image``); anything else is refused, naming it."""
     if isinstance(value, Mapping):
+        if value.get("text") is None and value.get("image") is None and unknown_keys_note(value):
+            raise ValueError(f"item {index}: has neither text nor image{unknown_keys_note(value)}")
         return {"text": value.get("text"), "image": value.get("image")}
     if isinstance(value, str):
         return {"text": value, "image": None}
@@ -150,6 +152,16 @@ def _saved_config(path: str, kwargs: Mapping[str, Any]) -> UniMEV2Config:
             "the processor reads its formatting settings from that config (pass config= to bind another one)"
         )
     return UniMEV2Config.from_dict(config_dict)
+
+
+ITEM_KEYS = ("text", "image")
+"""The keys of an item given to ``encode`` / the processor."""
+
+
+def unknown_keys_note(item: Mapping[str, Any]) -> str:
+    """`` (unknown key(s) 'txt'; accepted: 'text', 'image')`` for an item's keys other than :data:`ITEM_KEYS`."""
+    unknown = sorted(set(map(str, item)) - set(ITEM_KEYS))
+    return f" (unknown key(s) {', '.join(map(repr, unknown))}; accepted: 'text', 'image')" if unknown else ""
 
 
 class UniMEV2Processor(ProcessorMixin):
@@ -348,7 +360,11 @@ class UniMEV2Processor(ProcessorMixin):
                 raise TypeError(f"item {index}: text must be a string, got {type(text).__name__}")
             image = self._prepare_image(item.get("image"), index)
             if not text.strip() and image is None:
-                raise ValueError(f"item {index}: has neither text nor image")
+                unknown = sorted(set(map(str, item)) - set(ITEM_KEYS))
+                named = (
+                    f" (unknown key(s) {', '.join(map(repr, unknown))}; accepted: 'text', 'image')" if unknown else ""
+                )
+                raise ValueError(f"item {index}: has neither text nor image{named}")
             texts.append(self.format_text(text, image is not None, index))
             if image is not None:
                 images.append(image)

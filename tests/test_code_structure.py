@@ -84,6 +84,8 @@ ONE_HOME = {
     "item_key": "data_builders/storage.py",
     "oracle_mini_mmeb": "data_builders/formats/training_records.py",
     "RetrievalResult": "data_builders/mining/retrieval.py",
+    "claim_output_dir": "trainers/run_folder.py",
+    "check_output_dir": "trainers/run_folder.py",
 }
 """Names defined in exactly one module of the repository (a thin ``item_key(item)`` wrapper over the storage one
 excepted, see below)."""

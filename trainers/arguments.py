@@ -28,7 +28,12 @@ docs/training.md); to adapt anything else pass a full peft regex via ``lora_targ
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import importlib
+import json
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,32 +55,166 @@ RERANKER_LM_LAYERS = r"backbone\.model\.language_model\.layers\.\d+"
 VISION_MODULE_KEYS = ("visual", "vision_tower", "multi_modal_projector")
 
 
+NESTED_CONFIGS = {
+    "mini_mmeb": "unime_v2.data_builders.mini_mmeb:MiniMMEBConfig",
+    "mini_mmeb_config": "unime_v2.data_builders.mini_mmeb:MiniMMEBConfig",
+    "columns": "unime_v2.data_builders.mining.records:RecordColumns",
+    "judge_health_thresholds": "unime_v2.data_builders.mining.report:JUDGE_HEALTH_THRESHOLDS",
+}
+"""Mapping-valued fields with a fixed key set (``module:name`` of a dataclass, whose fields are the keys, or of a
+mapping, whose keys are): checked like the recipe's own keys, in the recipe and on the command line."""
+MAX_LISTED_KEYS = 80
+
+
 class RecipeParser(TrlParser):
-    """``TrlParser`` whose ``--help`` also lists ``--config`` (the YAML recipe) and that returns only dataclasses.
+    """``TrlParser`` whose ``--help`` lists ``--config`` (the YAML recipe) and the script's own options before the
+    stock ``TrainingArguments`` ones, and that returns only dataclasses.
 
     Values come from the dataclass defaults, then ``defaults`` (a script's own, e.g. the reranker's LoRA), then the
-    recipe, then the command line (last wins). A key of the recipe that no dataclass has is an error naming the key
-    and the file. The recipe is always given as ``--config RECIPE.yaml``, in every script.
+    recipe, then the command line (last wins). A key of the recipe that no dataclass has (a nested one of a mapping
+    with fixed keys too: :data:`NESTED_CONFIGS`) is an error naming the file, the key, close matches and the valid
+    keys; an invalid value names where it was given (the recipe or the command line). The recipe is always given as
+    ``--config RECIPE.yaml``, in every script.
     """
 
     def __init__(self, dataclass_types: Iterable[type], defaults: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("usage", "%(prog)s [--config RECIPE.yaml] [--<field> VALUE ...]   (fields: below)")
         super().__init__(dataclass_types, **kwargs)
-        self.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe: field values; the command line wins.")
+        config = self.add_argument(
+            "--config", metavar="RECIPE.yaml", help="YAML recipe: field values; the command line wins."
+        )
+        self._optionals._group_actions.remove(config)
+        self._optionals._group_actions.insert(1, config)  # after --help
+        self._move_stock_training_options()
         if defaults:
             unknown = self.set_defaults_with_config(**defaults)
             if unknown:
                 raise ValueError(f"defaults name no field: {unknown[::2]}")
 
+    def _move_stock_training_options(self) -> None:
+        """``TrainingArguments``' own options go to a group listed after the script's options in ``--help``."""
+        from transformers import TrainingArguments
+
+        if not any(isinstance(t, type) and issubclass(t, TrainingArguments) for t in self.dataclass_types):
+            return
+        stock = {f.name for f in dataclasses.fields(TrainingArguments)}
+        group = self.add_argument_group("transformers TrainingArguments (stock options)")
+        for action in [a for a in self._optionals._group_actions if a.dest in stock]:
+            self._optionals._group_actions.remove(action)
+            group._group_actions.append(action)
+
+    def valid_keys(self) -> list[str]:
+        """Every key a recipe may set."""
+        return sorted({a.dest for a in self._actions if a.dest not in ("help", "config")})
+
     def parse(self, argv: list[str] | None = None) -> tuple[Any, ...]:
         """Parse ``argv`` (default ``sys.argv[1:]``) into one instance per dataclass."""
+        argv = list(sys.argv[1:] if argv is None else argv)
         if argv and str(argv[0]).endswith((".yaml", ".yml")):
             raise ValueError(f"give the recipe as --config {argv[0]} (every script takes it that way)")
+        config = _config_path(argv)
+        if config is not None:
+            self.check_recipe(config)
+        self.check_command_line(argv)
+        _check_nested_options(argv, set(self.valid_keys()))
         try:
             outputs = self.parse_args_and_config(argv)
-        except ValueError as error:
-            config = _config_path(argv)
-            raise ValueError(f"{config or 'recipe'}: {error}") from error
-        return tuple(out for out in outputs if not isinstance(out, argparse.Namespace))
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{self._blame(error, argv, config)}: {error}") from error
+        outputs = tuple(out for out in outputs if not isinstance(out, argparse.Namespace))
+        for out in outputs:
+            _check_nested(out, "command line")
+        return outputs
+
+    def check_recipe(self, path: str) -> None:
+        """A ``ValueError`` naming ``path``, each unknown key, close matches and the valid keys."""
+        import yaml
+
+        with open(path) as file:
+            recipe = yaml.safe_load(file)
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{path}: a recipe is a YAML mapping of field: value, got {type(recipe).__name__}")
+        valid = self.valid_keys()
+        unknown = [key for key in recipe if key not in valid and key != "env"]
+        if unknown:
+            raise ValueError(f"{path}: {unknown_keys_message(unknown, valid, 'this script')}")
+        for key, name in NESTED_CONFIGS.items():
+            if key in valid and isinstance(recipe.get(key), dict):
+                _check_mapping(recipe[key], name, f"{path}: {key}")
+
+    def check_command_line(self, argv: list[str]) -> None:
+        """A ``ValueError`` naming each unknown ``--option``, close matches and the valid keys."""
+        options = {option for action in self._actions for option in action.option_strings}
+        given = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+        unknown = [arg for arg in given if not any(option.startswith(arg) for option in options)]  # argparse abbrev.
+        if unknown:
+            message = unknown_keys_message(unknown, self.valid_keys(), "this script")
+            raise ValueError(f"command line: {message}")
+
+    def _blame(self, error: Exception, argv: list[str], config: str | None) -> str:
+        """``command line (--x)`` when a key the error names was given on the command line, else the recipe."""
+        named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(error))) & set(self.valid_keys())
+        given = [key for key in named if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)]
+        if given:
+            return f"command line ({', '.join('--' + key for key in sorted(given))})"
+        return config or "command line"
+
+
+def unknown_keys_message(unknown: list[str], valid: list[str], owner: str) -> str:
+    """``unknown key(s) …`` with difflib's close matches and the valid keys (or a pointer to ``--help``)."""
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=3)
+        parts.append(f"{key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    listed = ", ".join(valid) if len(valid) <= MAX_LISTED_KEYS else "see --help"
+    return f"unknown key(s) for {owner}: {'; '.join(parts)}. Valid keys: {listed}"
+
+
+def nested_keys(target: str) -> list[str]:
+    """The valid keys of a :data:`NESTED_CONFIGS` target: a dataclass's fields or a mapping's keys."""
+    module, name = target.split(":")
+    owner = getattr(importlib.import_module(module), name)
+    return sorted(f.name for f in dataclasses.fields(owner)) if dataclasses.is_dataclass(owner) else sorted(owner)
+
+
+def _check_mapping(mapping: dict[str, Any], target: str, where: str) -> None:
+    valid = nested_keys(target)
+    unknown = [key for key in mapping if key not in valid]
+    if unknown:
+        raise ValueError(f"{where}: {unknown_keys_message(unknown, valid, target.split(':')[1])}")
+
+
+def _as_mapping(value: Any, where: str) -> Any:
+    """``value``, or the mapping a JSON string given for it holds."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not a JSON mapping ({error})") from error
+    return value
+
+
+def _check_nested(out: Any, where: str) -> None:
+    """Unknown keys of a parsed dataclass's nested mappings (JSON strings from the command line included)."""
+    for key, target in NESTED_CONFIGS.items():
+        value = _as_mapping(getattr(out, key, None), f"{where} --{key}")
+        if isinstance(value, dict):
+            _check_mapping(value, target, f"{where} --{key}")
+
+
+def _check_nested_options(argv: list[str], valid: set[str]) -> None:
+    """Unknown keys of the nested mappings given on the command line (``--columns '{"qry": …}'``), before the
+    dataclasses are built."""
+    for index, arg in enumerate(argv):
+        option, _, inline = arg.partition("=")
+        key = option[2:] if option.startswith("--") else None
+        if key not in NESTED_CONFIGS or key not in valid or (not inline and index + 1 >= len(argv)):
+            continue
+        where = f"command line --{key}"
+        value = _as_mapping(inline or argv[index + 1], where)
+        if isinstance(value, dict):
+            _check_mapping(value, NESTED_CONFIGS[key], where)
 
 
 def _config_path(argv: list[str] | None) -> str | None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
+import numpy as np
 import transformers
+from datasets import Dataset, Features
+from datasets.exceptions import DatasetNotFoundError
+from torch.utils.data import Dataset as TorchDataset
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from unime_v2.data_builders.formats.mined import MINED_FEATURES, MORE_POSITIVE_FEATURES
 from unime_v2.data_builders.formats.training_records import (
     ORACLE_MINI_MMEB_NAME,
     TrainingRecords,
@@ -18,6 +24,7 @@ from unime_v2.data_builders.formats.training_records import (
 )
 from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
 from unime_v2.data_builders.recipes import MINI_MMEB, ORACLE_MINI_MMEB
+from unime_v2.data_builders.sources import ACCEPTED_FORMS, UnreadableSourceError, is_user_files, read_dataset
 
 from .training_args import UniMEV2DataArguments, UniMEV2TrainingArguments
 
@@ -34,7 +41,7 @@ def setup_logging(args: TrainingArguments) -> None:
 
 def load_training_data(
     data_args: UniMEV2DataArguments, args: UniMEV2TrainingArguments
-) -> tuple[TrainingRecords, list[dict[str, Any]] | None]:
+) -> tuple[TrainingRecords | SeveralPositives, list[dict[str, Any]] | None]:
     """The training records and the optional MMEB-eval rows that ``data_args`` names.
 
     ``train_data`` is a mined dataset (folder, Hub id or the authors' JSON) or ``oracle:mini_mmeb``;
@@ -47,7 +54,7 @@ def load_training_data(
         mined, mini_test = oracle_mini_mmeb(*_mini_mmeb_settings(data_args))
         name = ORACLE_MINI_MMEB_NAME
     else:
-        mined = load_mined_dataset(data_args.train_data, data_args.train_split, data_args.train_image_root)
+        mined = _read_mined(data_args.train_data, data_args.train_split, data_args.train_image_root)
         name = data_args.train_data
     if data_args.eval_data == MINI_MMEB and mini_test is None:
         _, mini_test = mini_mmeb_splits(*_mini_mmeb_settings(data_args))
@@ -60,8 +67,76 @@ def load_training_data(
         pad_policy=args.pad_policy,
         seed=args.seed,
         name=name,
+        drop_fallback_rows=args.drop_fallback_rows,
     )
+    if set(MORE_POSITIVE_FEATURES) <= set(mined.column_names):
+        records = SeveralPositives(records, args.seed)
     return records, _eval_rows(data_args, mini_test)
+
+
+class SeveralPositives(TorchDataset):
+    """Training records whose mined rows carry further positives (``more_pos_*``, docs/mining.md "Several
+    positives"): each item's positive, with its judge score, is one of the row's positives, drawn from
+    ``(seed, record, epoch)``: the same draw for the same seed and step, another one each epoch. The epoch comes
+    from ``set_epoch``, which ``UniMEV2Trainer`` calls at each epoch's start on every process
+    (``trainers/trainer.py``, ``DatasetEpochCallback``)."""
+
+    def __init__(self, records: TrainingRecords, seed: int):
+        self.records = records
+        self.seed = seed
+        self.epoch = 0
+        self.more = records.mined.select_columns(list(MORE_POSITIVE_FEATURES))
+
+    def __getattr__(self, name: str) -> Any:  # num_padded, name, mined, …: those of the records
+        if name in ("records", "__setstate__"):
+            raise AttributeError(name)
+        return getattr(self.records, name)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.records[index]
+        more = self.more[int(index)]
+        options = [(item["positive"], item["scores"][0])]
+        options += [
+            ({"text": text, "image": image}, float(score))
+            for text, image, score in zip(more["more_pos_texts"], more["more_pos_images"], more["more_pos_scores"])
+        ]
+        draw = int(np.random.default_rng([self.seed, int(index), self.epoch]).integers(len(options)))
+        positive, score = options[draw]
+        return {**item, "positive": positive, "scores": [score, *item["scores"][1:]], "positive_drawn": draw}
+
+
+def _read_mined(source: str, split: str, image_root: str | None = None) -> Dataset:
+    """A dataset in the mined format: JSONL, CSV or Parquet files or folders of them (image columns hold image
+    paths, relative to ``image_root`` when given; :func:`~unime_v2.data_builders.sources.read_dataset`), or what
+    :func:`load_mined_dataset` reads (the authors' ``.json``, a mined ``save_to_disk`` or Parquet folder, a Hub id)."""
+    if not is_user_files(source, split):
+        if os.path.exists(source) or source.endswith(".json"):
+            return load_mined_dataset(source, split, image_root)
+        try:  # a Hub id
+            return load_mined_dataset(source, split, image_root)
+        except (FileNotFoundError, ConnectionError, DatasetNotFoundError) as error:
+            accepted = f"accepted: {ACCEPTED_FORMS}, or the authors' .json"
+            raise UnreadableSourceError(f"{source}: not found locally nor on the Hub ({error}); {accepted}") from error
+    rows = read_dataset(source, split)
+    known = {**MINED_FEATURES, **MORE_POSITIVE_FEATURES}
+    images = [c for c in ("query_image", "pos_image", "neg_images", "more_pos_images") if c in rows.column_names]
+    if image_root and images:
+        rows = rows.map(lambda row: {c: _under(row[c], image_root) for c in images}, desc="image paths")
+    features = {name: known[name] for name in rows.column_names if name in known}
+    return rows.cast(Features({**rows.features, **features}))
+
+
+def _under(value: Any, root: str) -> Any:
+    """An image path cell (or a list of them) with relative paths joined to ``root``."""
+    if isinstance(value, list):
+        return [_under(v, root) for v in value]
+    return os.path.join(root, value) if isinstance(value, str) and value and not os.path.isabs(value) else value
 
 
 def _mini_mmeb_settings(data_args: UniMEV2DataArguments) -> tuple[int, int, int, int, dict[str, Any]]:
@@ -82,7 +157,7 @@ def _eval_rows(data_args: UniMEV2DataArguments, mini_test: Any) -> list[dict[str
     if data_args.eval_data == MINI_MMEB:
         rows = mini_test
     elif data_args.eval_data:
-        rows = load_mined_dataset(data_args.eval_data, data_args.eval_split)
+        rows = _read_mined(data_args.eval_data, data_args.eval_split)
     else:
         return None
     if data_args.max_eval_rows is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from peft import get_peft_model
-from transformers import Trainer, set_seed
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments, set_seed
 
 from unime_v2.modeling_unime_v2 import UniMEV2Model
 from unime_v2.modeling_unime_v2.configuration_unime_v2 import eval_image_resize
@@ -90,11 +90,32 @@ def base_embedder(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+class DatasetEpochCallback(TrainerCallback):
+    """At each epoch's start, ``set_epoch(int(state.epoch))`` on the train dataset when it has one.
+
+    accelerate's data loader passes the epoch on to the dataset only when its sampler takes none (a one-process
+    run); this gives it on every process, so records drawn per epoch (``SeveralPositives``, docs/mining.md "Several
+    positives") change each epoch on several processes too.
+    """
+
+    def on_epoch_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        train_dataloader: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        dataset = getattr(train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(int(state.epoch or 0))
+
+
 class UniMEV2Trainer(HubMixin, Trainer):
     """``Trainer`` for the UniME-V2 embedder.
 
     Saving, the model card and ``push_to_hub`` (one commit, merged model, adapter in ``adapter/``) come from
-    :class:`~unime_v2.trainers.hub_push.HubMixin`.
+    :class:`~unime_v2.trainers.hub_push.HubMixin`; :class:`DatasetEpochCallback` gives the train dataset its epoch.
 
     Use with :class:`~unime_v2.trainers.UniMEV2TrainingArguments`, :class:`~unime_v2.trainers.UniMEV2Collator`
     and ``processing_class=model.processor`` (saved with every checkpoint).
@@ -125,6 +146,7 @@ class UniMEV2Trainer(HubMixin, Trainer):
         self.model_accepts_loss_kwargs = False  # compute_loss returns a mean: Trainer divides by accumulation
         self.mmeb_eval_rows = mmeb_eval_rows
         self.mmeb_image_root = mmeb_image_root
+        self.add_callback(DatasetEpochCallback)
 
     # ----------------------------------------------------------------------------------------------- the loss
     def compute_loss(

@@ -51,6 +51,13 @@ class UniMEV2TrainingArguments(TrainingArguments):
             "help": "A record with fewer than k negatives: error (default) | repeat (repeat them to k, logged)."
         },
     )
+    drop_fallback_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out the mined dataset's fallback rows (random negatives scored 1.0, counted and logged "
+            "either way; docs/training.md)."
+        },
+    )
     infonce_hard_negatives: bool = field(
         default=True, metadata={"help": "InfoNCE: add the k hard negatives to the in-batch negatives."}
     )

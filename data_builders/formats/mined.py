@@ -72,6 +72,18 @@ MINED_FEATURES = Features(
     }
 )
 
+MORE_POSITIVE_FEATURES = Features(
+    {
+        "more_pos_texts": List(Value("string")),
+        "more_pos_images": List(ImageFeature()),
+        "more_pos_image_paths": List(Value("string")),
+        "more_pos_scores": List(Value("float32")),
+    }
+)
+"""The columns a mined dataset gains when its source has several positives per query (``columns.positives``): the
+further positives and their judge scores, beside ``pos_*`` (docs/mining.md, "Several positives")."""
+
+
 AUTHORS_KEYS = (
     "query_text",
     "query_image",
@@ -393,6 +405,29 @@ def iter_undecoded_rows(dataset: datasets.Dataset, batch_size: int = 256) -> Ite
     arrow = dataset.with_format("arrow")
     for start in range(0, len(dataset), batch_size):
         yield from arrow[start : start + batch_size].to_pylist()
+
+
+FALLBACK_SCORE = 1.0
+"""The judge score the sampler gives every negative of a fallback row (docs/method.md §3)."""
+
+
+def is_fallback_row(neg_scores: Sequence[float]) -> bool:
+    """Whether a mined row is a fallback row: no retrieved candidate survived the false-negative filter, so its
+    negatives are a random draw, each stored with score :data:`FALLBACK_SCORE` (docs/mining.md, "Judge health").
+
+    A sampled negative has ``s ≤ s₊ − β < 1`` for β > 0, so every stored score at 1.0 marks the fallback.
+    """
+    return len(neg_scores) > 0 and all(float(score) == FALLBACK_SCORE for score in neg_scores)
+
+
+def fallback_rows(dataset: datasets.Dataset) -> list[int]:
+    """Indices of the fallback rows of a mined dataset (read from ``neg_scores`` only)."""
+    scores = dataset.select_columns(["neg_scores"]).with_format("arrow")
+    out: list[int] = []
+    for start in range(0, len(dataset), 4096):
+        column = scores[start : start + 4096]["neg_scores"].to_pylist()
+        out += [start + i for i, row in enumerate(column) if is_fallback_row(row)]
+    return out
 
 
 def _materialise_image(image: Mapping[str, Any] | None, relative: str, image_root: str, where: str) -> None:

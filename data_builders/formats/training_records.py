@@ -13,6 +13,9 @@ in [0, 1], texts, images present) and the first bad one raises a ``ValueError``/
 A record with fewer than k negatives is an error unless ``pad_policy="repeat"``, which repeats its negatives in
 order up to k (as the authors' mining pads to 10), logs a warning and counts the records in ``num_padded``.
 
+Fallback rows (every negative a random draw scored 1.0: the sampler's fallback, docs/mining.md "Judge health") are
+counted in ``fallback_records`` and logged with their share; ``drop_fallback_rows=True`` leaves them out.
+
 Items whose text has an image marker but which have no image (MMEB-train's WebQA queries: ``<|image_1|>`` with an
 empty path) are counted per dataset in ``markers_without_image`` and logged; the embedder's processor decides what
 they become (by default the backbone's image token as text, what the released checkpoints saw; docs/method.md §5).
@@ -37,6 +40,7 @@ from .mined import (
     NUM_STORED_NEGATIVES,
     from_authors_json,
     has_image,
+    is_fallback_row,
     iter_undecoded_rows,
     make_mined_row,
     repeat_to,
@@ -100,6 +104,7 @@ class TrainingRecords(torch.utils.data.Dataset):
         seed: seed of the ``random`` selection.
         check_images: verify at construction that every referenced image file exists.
         name: how errors name the data (a file name or Hub id).
+        drop_fallback_rows: leave out the fallback rows (counted and logged either way).
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class TrainingRecords(torch.utils.data.Dataset):
         seed: int = 0,
         check_images: bool = True,
         name: str = "mined dataset",
+        drop_fallback_rows: bool = False,
     ):
         if negative_selection not in NEGATIVE_SELECTIONS:
             raise ValueError(f"negative_selection={negative_selection!r}; choose one of {NEGATIVE_SELECTIONS}")
@@ -128,8 +134,11 @@ class TrainingRecords(torch.utils.data.Dataset):
         self.seed = seed
         self.name = name
         self.padded_records: list[int] = []
+        self.fallback_records: list[int] = []
+        self.dropped_fallback_rows = False
         self.markers_without_image: dict[str, int] = {}
         self._validate(check_images)
+        self._handle_fallbacks(drop_fallback_rows)
 
     @property
     def num_padded(self) -> int:
@@ -146,6 +155,8 @@ class TrainingRecords(torch.utils.data.Dataset):
                 _check_images(row, index, self.name)
             if len(row["neg_texts"]) < self.k:
                 short.append((index, len(row["neg_texts"])))
+            if is_fallback_row(row["neg_scores"]):
+                self.fallback_records.append(index)
             orphans = _markers_without_image(row)
             if orphans:
                 source = row.get("source") or "?"
@@ -169,6 +180,35 @@ class TrainingRecords(torch.utils.data.Dataset):
                 f"{self.name}: pad_policy='repeat': {len(short)} record(s) have fewer than {self.k} hard negatives "
                 f"and are padded by repeating their negatives in order (first: records {self.padded_records[:10]})"
             )
+
+    @property
+    def num_fallback(self) -> int:
+        """How many rows of the mined dataset are fallback rows (before any drop; module docstring)."""
+        return len(self.fallback_records)
+
+    def _handle_fallbacks(self, drop: bool) -> None:
+        """Warn about fallback rows with their count and share; with ``drop``, leave them out."""
+        if not self.fallback_records:
+            return
+        total = len(self.mined)
+        share = len(self.fallback_records) / total
+        action = "dropped (drop_fallback_rows)" if drop else "kept; --drop_fallback_rows true leaves them out"
+        logger.warning(
+            f"{self.name}: {len(self.fallback_records)} of {total} rows ({share:.1%}) are fallback rows (no candidate "
+            f"survived the false-negative filter: random negatives scored 1.0, above the positive); {action} "
+            f"(first: records {self.fallback_records[:10]})"
+        )
+        if drop:
+            fallback = set(self.fallback_records)
+            kept = [i for i in range(total) if i not in fallback]
+            if not kept:
+                raise ValueError(
+                    f"{self.name}: every row is a fallback row; drop_fallback_rows leaves nothing to train on"
+                )
+            position = {old: new for new, old in enumerate(kept)}
+            self.mined = self.mined.select(kept)
+            self.padded_records = [position[i] for i in self.padded_records if i in position]
+            self.dropped_fallback_rows = True
 
     def negative_indices(self, index: int, num_stored: int) -> list[int]:
         """Which stored negatives record ``index`` uses, in the order they are fed."""

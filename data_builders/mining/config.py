@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..formats.exports import IMAGE_POLICIES, parse_formats
+from .hard_negatives import CandidateWindow
 from .records import RecordColumns
-from .retrieval import POOL_MODES
+from .report import judge_health_thresholds
+from .retrieval import CORPUS_MODES, POOL_MODES
 
 
 EMPTY_POOL_POLICIES = ("error", "skip")
@@ -41,7 +44,11 @@ class MiningConfig:
     docs/method.md §3). ``examples/mine.py`` reads them from a YAML recipe (``--config``) and the command line."""
 
     # ---- data
-    data: str = _help("mini_mmeb", "mini_mmeb (generated, offline), a save_to_disk folder, or a Hub dataset id.")
+    data: str = _help(
+        "mini_mmeb",
+        "mini_mmeb (generated, offline), a JSON/JSONL/CSV/Parquet file or a folder of them (one source per file "
+        "when the data has no source column), a save_to_disk folder, or a Hub dataset id.",
+    )
     data_split: str = _help("train", "Split to mine.")
     data_subsets: list[str] | None = _help(
         None,
@@ -54,9 +61,20 @@ class MiningConfig:
     columns: RecordColumns | str | None = _help(
         None,
         "Column names, a mapping (or JSON) of RecordColumns fields: query_text (qry), query_image (qry_image), "
-        "pos_text (pos_text), pos_image (pos_image), source (dataset), query_id (none: ids are <source>-<row>).",
+        "pos_text (pos_text), pos_image (pos_image), source (dataset), query_id (none: ids are <source>-<row>), "
+        "positives (none: a column listing further positives of each query, texts or {text, image} items).",
     )
     image_root: str | None = _help(None, "Folder that relative image paths start from (MMEB-train: holds images/).")
+    corpus: str | None = _help(
+        None,
+        "A collection of candidates (texts, images or both, with ids) to retrieve negatives from, in any form "
+        "data reads; used with pool=corpus or corpus+positives (docs/mining.md, 'A corpus of candidates').",
+    )
+    corpus_split: str = _help("train", "Split of the corpus.")
+    corpus_id_column: str = _help("id", "The corpus column holding each item's id (mined negatives name it).")
+    corpus_text_column: str = _help("text", "The corpus column holding texts (may be absent: images only).")
+    corpus_image_column: str = _help("image", "The corpus column holding images (may be absent: texts only).")
+    corpus_image_root: str | None = _help(None, "Root of the corpus's relative image paths (default image_root).")
     max_queries: int | None = _help(None, "Mine only the first N records (smoke runs).")
     # ---- embedder (global retrieval)
     embedder: str = _help(
@@ -87,7 +105,8 @@ class MiningConfig:
     pool: str = _help(
         "global",
         "Candidate pool of a query: global (all positives: the paper's global retrieval) | dataset (its own source "
-        "dataset) | target_modality (positives of its positive's modality); docs/method.md §3.",
+        "dataset) | target_modality (positives of its positive's modality); docs/method.md §3 | corpus (the items "
+        "of --corpus) | corpus+positives (those and all positives).",
     )
     delta: float = _help(0.95, "Candidates with cos >= delta are dropped (near-duplicates, likely false negatives).")
     top_k: int = _help(50, "Candidates kept per query (paper: 50).")
@@ -116,6 +135,18 @@ class MiningConfig:
     num_negatives: int = _help(10, "Negatives stored per query (paper: 10).")
     interval: int = _help(5, "Step of the cyclical sampling (paper: 5).")
     seed: int = _help(0, "Seeds the fallback draw.")
+    range_min: int = _help(
+        0, "Skip the range_min most similar retrieved candidates (sentence-transformers' range_min; 0: off)."
+    )
+    range_max: int | None = _help(
+        None, "Take negatives only from the candidates ranked below range_max (range_max; none: all top_k)."
+    )
+    absolute_margin: float | None = _help(
+        None, "Keep a candidate only if its embedder similarity <= the positive's minus this (none: off)."
+    )
+    relative_margin: float | None = _help(
+        None, "Keep a candidate only if its embedder similarity <= the positive's times (1 - this) (none: off)."
+    )
     on_empty_pool: str = _help("error", "A query with no candidate: error (raise, naming it) | skip (reported).")
     # ---- run
     output_dir: str = _help("mined", "Dataset, report, histogram and the authors' JSON go here.")
@@ -126,6 +157,17 @@ class MiningConfig:
     authors_json: bool = _help(True, "Also export mined.json in the authors' format.")
     authors_json_image_root: str | None = _help(
         None, "Where that JSON's relative image paths point (default image_root, else output_dir/authors_json)."
+    )
+    export: list[str] | str | None = _help(
+        None,
+        "Also write the dataset for other trainers, comma-separated: sentence_transformers (Parquet for "
+        "DistillKLDivLoss), flagembedding (JSONL); under output_dir/<format>/ (docs/mining.md, 'Exports').",
+    )
+    export_images: str = _help("skip", "Rows with an image item in those exports: skip | text (texts only).")
+    judge_health_thresholds: dict[str, Any] | str | None = _help(
+        None,
+        "Judge-health warning thresholds (a mapping, or JSON): max_fallback_share (0.05), min_auc_mean (0.6), "
+        "max_share_negative_above_positive (none), max_share_positive_below_half (0.5); docs/mining.md.",
     )
     image_storage: str = _help(
         "embedded",
@@ -142,6 +184,10 @@ class MiningConfig:
 
     def __post_init__(self) -> None:
         self.mini_mmeb = _mapping(self.mini_mmeb, "mini_mmeb")
+        self.judge_health_thresholds = judge_health_thresholds(
+            _mapping(self.judge_health_thresholds, "judge_health_thresholds")
+        )
+        self.export = parse_formats(self.export)
         if not isinstance(self.columns, RecordColumns):
             columns = _mapping(self.columns, "columns")
             unknown = sorted(set(columns) - {f.name for f in dataclasses.fields(RecordColumns)})
@@ -154,6 +200,12 @@ class MiningConfig:
         """Raise ``ValueError`` naming the first bad field and its value."""
         if self.pool not in POOL_MODES:
             raise ValueError(f"MiningConfig.pool={self.pool!r}; choose one of {POOL_MODES}")
+        if self.corpus and self.pool not in CORPUS_MODES:
+            raise ValueError(f"MiningConfig.corpus is set: choose pool from {CORPUS_MODES}, got pool={self.pool!r}")
+        if self.pool in CORPUS_MODES and not self.corpus:
+            raise ValueError(f"MiningConfig.pool={self.pool!r} needs a corpus (--corpus PATH)")
+        if self.corpus and self.image_storage != "embedded":
+            raise ValueError("MiningConfig.corpus needs image_storage='embedded'")
         if self.on_empty_pool not in EMPTY_POOL_POLICIES:
             raise ValueError(f"MiningConfig.on_empty_pool={self.on_empty_pool!r}; choose one of {EMPTY_POOL_POLICIES}")
         if not -1.0 < self.delta <= 1.0:
@@ -177,16 +229,29 @@ class MiningConfig:
             raise ValueError(f"MiningConfig.embed_num_workers must be an int >= 0, got {workers!r}")
         if self.max_queries is not None and self.max_queries < 1:
             raise ValueError(f"MiningConfig.max_queries must be >= 1 or None, got {self.max_queries!r}")
+        if self.export_images not in IMAGE_POLICIES:
+            raise ValueError(f"MiningConfig.export_images={self.export_images!r}; choose one of {IMAGE_POLICIES}")
         if self.image_storage not in IMAGE_STORAGES:
             raise ValueError(f"MiningConfig.image_storage={self.image_storage!r}; choose one of {IMAGE_STORAGES}")
+        if self.columns.positives and self.image_storage != "embedded":
+            raise ValueError("MiningConfig.columns.positives (several positives) needs image_storage='embedded'")
         if self.marker_without_image not in ("image_token", "error"):
             raise ValueError(f"MiningConfig.marker_without_image={self.marker_without_image!r}; image_token | error")
         if self.embedder_prompt_format not in ("official", "chat"):
             raise ValueError(f"MiningConfig.embedder_prompt_format={self.embedder_prompt_format!r}")
+        _ = self.window  # validates the rank window and the margins
         if self.push_to_hub:  # before hours of mining, not after
             from unime_v2.hub_cards.publishing import check_repo_id
 
             check_repo_id(self.push_to_hub)
+
+    @property
+    def window(self) -> CandidateWindow:
+        """The rank window and margins of the sampler (docs/mining.md, "Sampling knobs")."""
+        try:
+            return CandidateWindow(self.range_min, self.range_max, self.absolute_margin, self.relative_margin)
+        except ValueError as error:
+            raise ValueError(f"MiningConfig: {error}") from error
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import PartialState
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from datasets import Dataset, Features, List, Value, concatenate_datasets, load_dataset
 from datasets import config as datasets_config
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
@@ -36,19 +36,60 @@ from unime_v2.data_builders.storage import atomic_directory
 from unime_v2.modeling_unime_v2 import JUDGE_PROMPT
 from unime_v2.modeling_unime_v2.processing_unime_v2 import rename_item_error
 
-from ..formats.mined import MINED_FEATURES, make_mined_row, to_authors_json
+from ..formats.exports import export_mined
+from ..formats.mined import MINED_FEATURES, MORE_POSITIVE_FEATURES, make_mined_row, to_authors_json
 from ..formats.training_records import load_mined_dataset
+from ..sources import read_dataset
 from .config import MiningConfig
 from .embedding_cache import EmbeddingCache
 from .hard_negatives import HardNegativeSampler, SampledNegatives
 from .models import checkpoint_fingerprint, load_judge
-from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows, load_query_records
-from .report import NegativeStatistics, plot_score_histogram, score_summary, write_report
-from .retrieval import QUERY_CHUNK, CandidatePools, RetrievalResult, build_pools, check_finite, retrieve
+from .records import (
+    CorpusColumns,
+    CorpusTable,
+    DigestKeys,
+    Item,
+    QueryRecord,
+    RecordTable,
+    distinct_rows,
+    load_query_records,
+)
+from .report import (
+    JudgeHealth,
+    NegativeStatistics,
+    log_judge_health,
+    plot_score_histogram,
+    score_summary,
+    write_report,
+)
+from .retrieval import (
+    QUERY_CHUNK,
+    CandidatePools,
+    RetrievalResult,
+    build_pools,
+    check_finite,
+    pair_similarities,
+    retrieve,
+)
 from .shards import ShardStore
 
 
 ShardCallback = Callable[[int, Path], None]
+
+CORPUS_FEATURES = Features({"neg_corpus_ids": List(Value("string"))})
+"""The column a dataset mined from a corpus (``corpus``) gains: each negative's corpus id (``""`` for a negative
+that is another query's positive, ``pool=corpus+positives``)."""
+
+
+def mined_features(config: MiningConfig) -> Features:
+    """:data:`MINED_FEATURES`, with :data:`MORE_POSITIVE_FEATURES` when the source has a positives column and
+    :data:`CORPUS_FEATURES` when a corpus is mined."""
+    features = dict(MINED_FEATURES)
+    if config.columns.positives:
+        features.update(MORE_POSITIVE_FEATURES)
+    if config.corpus:
+        features.update(CORPUS_FEATURES)
+    return Features(features)
 
 
 @dataclass
@@ -73,27 +114,41 @@ class MiningResult:
 
 
 def load_source(config: MiningConfig) -> Dataset:
-    """The split to mine: generated mini-MMEB, a ``save_to_disk`` folder, or a Hub dataset (subsets concatenated)."""
+    """The split to mine: generated mini-MMEB, a Hub dataset (subsets concatenated), or anything
+    :func:`~unime_v2.data_builders.sources.read_dataset` reads (JSON/JSONL/CSV/Parquet files and folders of them,
+    ``save_to_disk`` folders). Data without a source column gets one: the file's name (the subset's on the Hub)."""
+    source = config.columns.source
     if config.data == "mini_mmeb":
         from ..mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
 
         dataset = build_mini_mmeb(MiniMMEBConfig(**config.mini_mmeb))["mmeb"][config.data_split]
-    elif Path(config.data).exists():
-        loaded = load_from_disk(config.data)
-        dataset = loaded[config.data_split] if isinstance(loaded, DatasetDict) else loaded
-    elif config.data_subsets:
+    elif config.data_subsets and not Path(config.data).exists():
         parts = []
         for subset in config.data_subsets:
             part = load_dataset(config.data, subset, split=config.data_split)
-            if config.columns.source not in part.column_names:
-                part = part.add_column(config.columns.source, [subset] * len(part))
+            if source not in part.column_names:
+                part = part.add_column(source, [subset] * len(part))
             parts.append(part)
         dataset = concatenate_datasets(parts)
     else:
-        dataset = load_dataset(config.data, split=config.data_split)
+        dataset = read_dataset(config.data, config.data_split, source_column=source)
+    if source not in dataset.column_names:
+        dataset = dataset.add_column(source, [Path(config.data.rstrip("/")).stem or "data"] * len(dataset))
     if config.max_queries is not None:
         dataset = dataset.select(range(min(config.max_queries, len(dataset))))
     return dataset
+
+
+def load_corpus(config: MiningConfig) -> CorpusTable | None:
+    """The corpus of candidates ``config.corpus`` names (any form :func:`read_dataset` reads), or ``None``."""
+    if not config.corpus:
+        return None
+    dataset = read_dataset(config.corpus, config.corpus_split)
+    columns = CorpusColumns(config.corpus_id_column, config.corpus_text_column, config.corpus_image_column)
+    try:
+        return CorpusTable(dataset, columns, config.corpus_image_root or config.image_root)
+    except (KeyError, ValueError) as error:
+        raise type(error)(f"corpus {config.corpus}: {error.args[0]}") from error
 
 
 def _hash(*parts: Any) -> str:
@@ -125,21 +180,19 @@ def _list_pieces(items: Iterable[Any], encoder: json.JSONEncoder) -> Iterator[st
 
 
 def _encoder(
-    records: RecordTable,
-    rows: np.ndarray,
-    side: str,
+    items: Sequence[Item],
+    preloaded: Callable[[range], Any],
     name: Callable[[int], str],
     load: Callable[[], Any],
     batch_size: int,
     num_workers: int = 0,
 ):
-    """``encode(range) -> array`` of the ``side`` item of records ``rows[range]`` with the (lazily loaded)
-    embedder, reading those records in one batch (batches prepared in ``num_workers`` processes); errors name the
-    records."""
+    """``encode(range) -> array`` of ``items[range]`` with the (lazily loaded) embedder, reading them in one batch
+    (``preloaded(range)``; batches prepared in ``num_workers`` processes); errors name the items."""
 
     def encode(chunk: range) -> np.ndarray:
-        with records.preloaded(rows[chunk.start : chunk.stop]):
-            batch = [getattr(records[int(rows[i])], side).embedder_item(name(i)) for i in chunk]
+        with preloaded(chunk):
+            batch = [items[i].embedder_item(name(i)) for i in chunk]
         try:
             return load().encode(batch, batch_size=batch_size, num_workers=num_workers).float().numpy()
         except (ValueError, TypeError, FileNotFoundError) as error:
@@ -149,6 +202,19 @@ def _encoder(
             raise renamed from error
 
     return encode
+
+
+class _QueryItems(Sequence[Item]):
+    """The query items of records ``rows`` (``items[i]`` is the query of record ``rows[i]``)."""
+
+    def __init__(self, records: RecordTable, rows: np.ndarray):
+        self.records, self.rows = records, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Item:  # type: ignore[override]
+        return self.records[int(self.rows[index])].query
 
 
 def _check_finite_in_chunks(embeddings: np.ndarray, name: Callable[[int], str], what: str) -> None:
@@ -200,19 +266,32 @@ def embed_all(
 
     ids, query_keys = records.query_ids, records.query_keys
     query_rows, query_of_record = distinct_rows(query_keys)
-    candidate_rows = pools.candidate_rows
+    candidates = pools.candidates
+    n_positives = len(candidates.rows)
+
+    def query_name(i: int) -> str:
+        return f"record {ids[int(query_rows[i])]} (query)"
+
+    def candidate_name(i: int) -> str:
+        if i >= n_positives:
+            return candidates.name(i)
+        return f"record {ids[int(candidates.rows[i])]} (positive)"
+
     sides = (
-        ("query", query_rows, query_keys.take(query_rows), "queries", "query"),
-        ("positive", candidate_rows, pools.candidate_keys, "candidates", "candidate"),
+        (
+            _QueryItems(records, query_rows),
+            lambda chunk: records.preloaded(query_rows[chunk.start : chunk.stop]),
+            query_keys.take(query_rows),
+            "queries",
+            "query",
+            query_name,
+        ),
+        (candidates, candidates.preloaded, pools.candidate_keys, "candidates", "candidate", candidate_name),
     )
     stats = {}
     embeddings = []
-    for side, rows, keys, what, kind in sides:
-
-        def name(i: int, rows: np.ndarray = rows, side: str = side) -> str:
-            return f"record {ids[int(rows[i])]} ({side})"
-
-        encode = _encoder(records, rows, side, name, load, config.embed_batch_size, config.embed_num_workers)
+    for items, preloaded, keys, what, kind, name in sides:
+        encode = _encoder(items, preloaded, name, load, config.embed_batch_size, config.embed_num_workers)
         array = cache.embed(keys, encode, state, config.progress, f"embed {what}", memmap=True)
         _check_finite_in_chunks(array, name, kind)
         embeddings.append(array)
@@ -292,14 +371,16 @@ def _judge_shard(
             scores = np.asarray(scores, dtype=np.float32)
             if not np.isfinite(scores).all():
                 raise ValueError(f"record {record.query_id}: the judge returned a non-finite score")
-            out.append(
-                {
-                    "query_id": record.query_id,
-                    "candidate_ids": ids.tolist(),
-                    "positive_score": float(scores[0]),
-                    "candidate_scores": [float(s) for s in scores[1:]],
-                }
-            )
+            n_positives = len(record.positives)
+            entry = {
+                "query_id": record.query_id,
+                "candidate_ids": ids.tolist(),
+                "positive_score": float(scores[0]),
+                "candidate_scores": [float(s) for s in scores[n_positives:]],
+            }
+            if n_positives > 1:
+                entry["positive_scores"] = [float(s) for s in scores[:n_positives]]
+            out.append(entry)
             bar.update(len(candidates))
     return out
 
@@ -307,20 +388,36 @@ def _judge_shard(
 def _judge_inputs(
     q: int, records: RecordTable, pools: CandidatePools, retrieval: RetrievalResult
 ) -> tuple[QueryRecord, np.ndarray, Any, list[Any]]:
-    """``(record, candidate ids, query item, [positive, *candidates])`` of query ``q`` for the judge."""
+    """``(record, candidate ids, query item, [*positives, *candidates])`` of query ``q`` for the judge."""
     ids, _ = retrieval.row(q)
-    with records.preloaded([q, *pools.candidate_rows[ids].tolist()]):  # one query's items read at once
+    with records.preloaded([q]), pools.candidates.preloaded(ids.tolist()):  # one query's items read at once
         record = records[q]
         where = f"record {record.query_id}"
-        candidates = [record.positive.judge_item(f"{where} (positive)")]
-        candidates += [pools.candidates[c].judge_item(f"{where} (candidate {c})") for c in ids]
+        candidates = [item.judge_item(f"{where} (positive {j})") for j, item in enumerate(record.positives)]
+        candidates += [pools.candidates[c].judge_item(f"{where} ({_candidate_label(pools, c)})") for c in ids]
         query = record.query.judge_item(f"{where} (query)")
     return record, ids, query, candidates
 
 
-def _pairs(store: ShardStore, shards: Sequence[int], active: Sequence[int], retrieval: RetrievalResult) -> int:
-    """Pairs (positive + candidates) the judge scores for ``shards``."""
-    return sum(1 + int(retrieval.counts[active[p]]) for shard in shards for p in store.query_range(shard))
+def _num_positives(records: RecordTable, q: int) -> int:
+    more = records.more_positive_keys
+    return 1 + (len(more[q]) if more is not None else 0)
+
+
+def _candidate_label(pools: CandidatePools, c: int) -> str:
+    corpus_id = pools.candidates.corpus_id(c)
+    return f"corpus item {corpus_id}" if corpus_id else f"candidate {c}"
+
+
+def _pairs(
+    store: ShardStore, shards: Sequence[int], active: Sequence[int], retrieval: RetrievalResult, records: RecordTable
+) -> int:
+    """Pairs (positives + candidates) the judge scores for ``shards``."""
+    return sum(
+        _num_positives(records, active[p]) + int(retrieval.counts[active[p]])
+        for shard in shards
+        for p in store.query_range(shard)
+    )
 
 
 def judge_all(
@@ -350,13 +447,17 @@ def judge_all(
         },
     )
     ids = records.query_ids
-    run = _hash(judge_fingerprint, retrieval_fingerprint, (ids[q] for q in active), config.shard_size)
+    more = records.more_positive_keys
+    extra = [[more[q] for q in active]] if more is not None and any(more) else []  # the positives it scores
+    run = _hash(judge_fingerprint, retrieval_fingerprint, (ids[q] for q in active), config.shard_size, *extra)
     store = ShardStore(cache_dir / "judge" / run[:32], len(active), config.shard_size)
     pending = store.pending()
     reused = store.n_shards - len(pending)
+    if reused and state.is_main_process:
+        print(f"resuming mining: {reused} of {store.n_shards} judge shards done ({store.directory})")
     state.wait_for_everyone()  # every process has listed the pending shards before anyone writes new ones
     with state.split_between_processes(pending) as mine:
-        pairs = _pairs(store, mine, active, retrieval)
+        pairs = _pairs(store, mine, active, retrieval, records)
         bar = tqdm(
             total=pairs,
             desc=f"judge [{state.process_index}]",
@@ -395,8 +496,9 @@ class _PartWriter:
     """Mined rows appended to Arrow part files of ``rows_per_part`` rows as they are produced (images by reference:
     path images keep their path, nothing is embedded), so assembly holds one batch of rows, never the dataset."""
 
-    def __init__(self, directory: Path, rows_per_part: int):
+    def __init__(self, directory: Path, rows_per_part: int, features: Features = MINED_FEATURES):
         self.directory = directory
+        self.features = features
         self.rows_per_part = rows_per_part
         self.parts: list[Path] = []
         self.writer: ArrowWriter | None = None
@@ -408,7 +510,7 @@ class _PartWriter:
     def write(self, row: dict[str, Any]) -> None:
         if self.writer is None:
             self.parts.append(self.directory / f"part-{len(self.parts):06d}.arrow")
-            self.writer = ArrowWriter(features=MINED_FEATURES, path=str(self.parts[-1]), writer_batch_size=64)
+            self.writer = ArrowWriter(features=self.features, path=str(self.parts[-1]), writer_batch_size=64)
         self.writer.write(row)
         self.rows += 1
         if self.rows % self.rows_per_part == 0:
@@ -462,7 +564,7 @@ def _mined_row(
     query_image, query_path = _image_columns(record.query)
     pos_image, pos_path = _image_columns(record.positive)
     neg_images = [_image_columns(n) for n in negatives]
-    return make_mined_row(
+    row = make_mined_row(
         query_id=record.query_id,
         source=record.source,
         query_text=record.query.text,
@@ -479,6 +581,15 @@ def _mined_row(
         neg_similarities=[float(similarities[i]) for i in sample.indices],
         num_negatives=config.num_negatives,
     )
+    if config.columns.positives:
+        more = [_image_columns(item) for item in record.more_positives]
+        row.update(
+            more_pos_texts=[item.text for item in record.more_positives],
+            more_pos_images=[image for image, _ in more],
+            more_pos_image_paths=[path for _, path in more],
+            more_pos_scores=entry.get("positive_scores", [entry["positive_score"]])[1:],
+        )
+    return row
 
 
 def assemble(
@@ -488,20 +599,25 @@ def assemble(
     retrieval: RetrievalResult,
     active: Sequence[int],
     store: ShardStore,
+    positive_similarities: np.ndarray | None = None,
 ) -> tuple[list[Path], dict[str, Any], dict[str, np.ndarray]]:
     """Read the shards one at a time, sample the negatives and write the mined rows to Arrow part files.
+
+    ``positive_similarities``: per record, the embedder similarity of its query and positive (the margins of
+    ``config.window`` need it).
 
     Returns the part files (in order), counts and the score arrays (memory-mapped from ``cache/scores``). Only one
     row's items are read at a time; the part writer holds at most 64 rows.
     """
-    sampler = HardNegativeSampler(config.beta, config.num_negatives, config.interval, config.seed)
+    window = config.window
+    sampler = HardNegativeSampler(config.beta, config.num_negatives, config.interval, config.seed, window=window)
     counts = {"false_negatives_removed": 0, "queries_with_false_negatives": 0, "padded": 0, "fallbacks": 0}
     per_source: dict[str, dict[str, int]] = {}
     scores = _ScoreFiles(config.resolved_cache_dir / "scores")
     statistics = NegativeStatistics()
+    health = JudgeHealth("judged candidates")
     sources = records.sources
-    candidate_rows = pools.candidate_rows
-    writer = _PartWriter(config.resolved_cache_dir / "rows", config.rows_per_part)
+    writer = _PartWriter(config.resolved_cache_dir / "rows", config.rows_per_part, mined_features(config))
     ids_of = records.query_ids
     for shard in tqdm(range(store.n_shards), desc="assemble", unit="shard", disable=not config.progress):
         for position, entry in zip(store.query_range(shard), store.read(shard)):
@@ -509,12 +625,18 @@ def assemble(
             ids, sims = retrieval.row(q)
             if entry["query_id"] != ids_of[q] or entry["candidate_ids"] != ids.tolist():
                 raise ValueError(f"judge shards of {store.directory} do not match record {ids_of[q]}; delete them")
-            sample = sampler.sample(entry["candidate_scores"], entry["positive_score"], ids_of[q])
+            positive_similarity = None if positive_similarities is None else float(positive_similarities[q])
+            positive_scores = entry.get("positive_scores", [entry["positive_score"]])
+            reference = min(positive_scores)  # the least positive
+            sample = sampler.sample(entry["candidate_scores"], reference, ids_of[q], sims, positive_similarity)
             chosen = [int(ids[i]) for i in sample.indices]
-            with records.preloaded([q, *candidate_rows[chosen].tolist()]):  # the row's items, read at once
+            with records.preloaded([q]), pools.candidates.preloaded(chosen):  # the row's items, read at once
                 record = records[q]
                 negatives = [pools.candidates[c] for c in chosen]
-                writer.write(_mined_row(config, record, entry, sample, negatives, sims))
+                row = _mined_row(config, record, entry, sample, negatives, sims)
+                if config.corpus:
+                    row["neg_corpus_ids"] = [pools.candidates.corpus_id(c) for c in chosen]
+                writer.write(row)
             flags = {
                 "queries": 1,
                 "false_negatives_removed": sample.n_false_negatives,
@@ -527,13 +649,19 @@ def assemble(
                 source[key] += value
                 if key in counts:
                     counts[key] += value
-            negative_sources = [sources[candidate_rows[c]] for c in chosen]
+            negative_sources = [pools.candidates.source(c, sources) for c in chosen]
             statistics.add(entry["positive_score"], sample.scores, record.source, negative_sources, sample.fallback)
+            health.add(positive_scores, entry["candidate_scores"], sample.fallback)
             scores.add(entry, sample.scores if not sample.fallback else [])
     writer.close()
     return (
         writer.parts,
-        {"counts": counts, "per_source": per_source, "negatives": statistics.result()},
+        {
+            "counts": counts,
+            "per_source": per_source,
+            "negatives": statistics.result(),
+            "judge_health": health.result(config.judge_health_thresholds),
+        },
         scores.arrays(),
     )
 
@@ -554,7 +682,13 @@ def _row_groups(size: str) -> Iterator[None]:
         datasets_config.MAX_ROW_GROUP_SIZE = previous
 
 
-def save_mined_dataset(parts: Sequence[Path], target: Path, image_storage: str, cache_dir: Path) -> Dataset:
+def save_mined_dataset(
+    parts: Sequence[Path],
+    target: Path,
+    image_storage: str,
+    cache_dir: Path,
+    features: Features = MINED_FEATURES,
+) -> Dataset:
     """Assemble the part files into the dataset folder ``target`` and return it, memory-mapped from there.
 
     ``embedded``: ``save_to_disk`` of the parts concatenated memory-mapped (it reads image files and embeds their
@@ -563,7 +697,7 @@ def save_mined_dataset(parts: Sequence[Path], target: Path, image_storage: str, 
     if parts:
         dataset = concatenate_datasets([Dataset.from_file(str(part)) for part in parts])
     else:
-        dataset = Dataset.from_dict({name: [] for name in MINED_FEATURES}, features=MINED_FEATURES)
+        dataset = Dataset.from_dict({name: [] for name in features}, features=features)
     with atomic_directory(target, replace=True) as tmp, _row_groups(ROW_GROUP_SIZE):
         if image_storage == "embedded":
             dataset.save_to_disk(str(tmp))
@@ -590,10 +724,15 @@ def _settings(config: MiningConfig) -> dict[str, Any]:
         "num_negatives",
         "interval",
         "seed",
+        "range_min",
+        "range_max",
+        "absolute_margin",
+        "relative_margin",
         "prefix_sharing",
         "on_empty_pool",
         "data",
         "data_split",
+        "corpus",
     )
     return {key: getattr(config, key) for key in keys}
 
@@ -603,7 +742,9 @@ def _write_outputs(
 ) -> tuple[Dataset, Path]:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dataset = save_mined_dataset(parts, output_dir / "dataset", config.image_storage, config.resolved_cache_dir)
+    dataset = save_mined_dataset(
+        parts, output_dir / "dataset", config.image_storage, config.resolved_cache_dir, mined_features(config)
+    )
     for part in parts:
         part.unlink()
     plot_score_histogram(
@@ -614,6 +755,8 @@ def _write_outputs(
         to_authors_json(
             dataset, output_dir / "mined.json", root, num_negatives=config.num_negatives, show_progress_bar=False
         )
+    if config.export and len(dataset):
+        report["exports"] = export_mined(dataset, output_dir, config.export, config.export_images)
     write_report(report, output_dir)
     return dataset, output_dir
 
@@ -635,7 +778,7 @@ def mine(
     records = load_query_records(load_source(config), config.columns, config.image_root)
     if not len(records):
         raise ValueError(f"{config.data} ({config.data_split}) has no records to mine")
-    pools = build_pools(records, config.pool)
+    pools = build_pools(records, config.pool, load_corpus(config))
     timings["load"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -656,8 +799,14 @@ def mine(
         pools.positive_ids.tolist(),
         config.delta,
         config.top_k,
+        *([pools.excluded.tolist()] if pools.excluded is not None else []),
     )
     retrieval = retrieve_all(config, query_embeddings, query_rows, candidate_embeddings, pools, retrieval_fp, state)
+    positive_similarities = None
+    if config.window.uses_similarities and state.is_main_process:
+        positive_similarities = pair_similarities(
+            query_embeddings, query_rows, candidate_embeddings, pools.positive_ids
+        )
     del query_embeddings, candidate_embeddings
     empty = empty_pool_queries(config, records, retrieval)
     active = np.setdiff1d(np.arange(len(records)), np.asarray(empty, dtype=np.int64))
@@ -670,8 +819,8 @@ def mine(
         return None
 
     clock = time.perf_counter()
-    parts, sampled, scores = assemble(config, records, pools, retrieval, active, store)
-    pairs = int(len(active) + retrieval.counts[active].sum())
+    parts, sampled, scores = assemble(config, records, pools, retrieval, active, store, positive_similarities)
+    pairs = int(sum(_num_positives(records, int(q)) for q in active) + retrieval.counts[active].sum())
     counts = {
         "records": len(records),
         "queries": len(active),
@@ -689,6 +838,7 @@ def mine(
         "counts": counts,
         "per_source": sampled["per_source"],
         "negatives": sampled["negatives"],
+        "judge_health": log_judge_health(sampled["judge_health"]),
         "timings_s": timings,
         "scores": {name: score_summary(values) for name, values in scores.items()},
         "resume": {**cache_stats, **{k: v for k, v in judge_stats.items() if k != "judge_fingerprint"}},

@@ -99,6 +99,12 @@ class QueryRecord:
     source: str
     query: Item
     positive: Item
+    more_positives: tuple[Item, ...] = ()
+
+    @property
+    def positives(self) -> tuple[Item, ...]:
+        """Every positive of the query: ``positive`` first, then ``more_positives`` (docs/mining.md, "Data")."""
+        return (self.positive, *self.more_positives)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class RecordColumns:
     pos_image: str = "pos_image"
     source: str = "dataset"
     query_id: str | None = None
+    positives: str | None = None
 
     @property
     def image_columns(self) -> list[str]:
@@ -278,7 +285,18 @@ class RecordTable(Sequence[QueryRecord]):
         missing = [c for c in (columns.query_text, columns.pos_text, columns.source) if c not in dataset.column_names]
         if missing:
             raise KeyError(f"source dataset lacks column(s) {missing}; it has {dataset.column_names}")
-        wanted = [columns.query_text, columns.pos_text, columns.source, *columns.image_columns, columns.query_id]
+        if columns.positives and columns.positives not in dataset.column_names:
+            raise KeyError(
+                f"source dataset lacks the positives column {columns.positives!r}; it has {dataset.column_names}"
+            )
+        wanted = [
+            columns.query_text,
+            columns.pos_text,
+            columns.source,
+            *columns.image_columns,
+            columns.query_id,
+            columns.positives,
+        ]
         dataset = dataset.select_columns([c for c in dict.fromkeys(wanted) if c and c in dataset.column_names])
         self.dataset = _undecoded(dataset, columns.image_columns)
         self.columns = columns
@@ -288,7 +306,10 @@ class RecordTable(Sequence[QueryRecord]):
         self.sources = Labels()
         self.positive_modalities = Labels()
         query_keys, positive_keys = bytearray(), bytearray()
+        self.more_positive_keys: list[tuple[str, ...]] | None = [] if columns.positives else None
         for record in self._scan(range(len(self.dataset)), check=True):
+            if self.more_positive_keys is not None:
+                self.more_positive_keys.append(tuple(item.key for item in record.more_positives))
             if columns.query_id:
                 ids.append(record.query_id)
             self.sources.append(record.source)
@@ -321,7 +342,36 @@ class RecordTable(Sequence[QueryRecord]):
         for side, item in (("query", query), ("positive", positive)):
             if not item.text.strip() and item.image is None:
                 raise ValueError(f"{where}: the {side} has neither text nor image")
-        return QueryRecord(query_id=query_id, source=source, query=query, positive=positive)
+        more = self._more_positives(
+            example.get(columns.positives) if columns.positives else None, positive, where, check
+        )
+        return QueryRecord(query_id=query_id, source=source, query=query, positive=positive, more_positives=more)
+
+    def _more_positives(self, values: Any, positive: Item, where: str, check: bool) -> tuple[Item, ...]:
+        """The further positives of a row: a list of texts or ``{"text", "image"}`` items (an image: a path under
+        ``image_root`` or a ``{"bytes", "path"}`` dict); repeats of an earlier positive are dropped."""
+        if values is None:
+            return ()
+        if isinstance(values, (str, Mapping)) or not isinstance(values, Sequence):
+            raise ValueError(f"{where}: {self.columns.positives} must be a list of positives, got {values!r:.80}")
+        items, seen = [], {positive.key}
+        for j, value in enumerate(values):
+            name = f"{where}: {self.columns.positives}[{j}]"
+            if isinstance(value, str):
+                item = Item(value, None)
+            elif isinstance(value, Mapping):
+                unknown = sorted(set(value) - {"text", "image"})
+                if unknown:
+                    raise ValueError(f"{name}: unknown key(s) {unknown}; a positive has text and/or image")
+                item = Item(value.get("text") or "", _image_ref(value.get("image"), self.image_root, name, check))
+            else:
+                raise ValueError(f"{name}: a positive is a text or a {{'text', 'image'}} mapping, got {value!r:.80}")
+            if not item.text.strip() and item.image is None:
+                raise ValueError(f"{name}: has neither text nor image")
+            if item.key not in seen:
+                seen.add(item.key)
+                items.append(item)
+        return tuple(items)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -360,4 +410,94 @@ class RecordTable(Sequence[QueryRecord]):
             yield
         finally:
             for row in added:
+                self._window.pop(row, None)
+
+
+@dataclass(frozen=True)
+class CorpusColumns:
+    """Which columns of a corpus hold its ids, texts and images (a text or an image column may be absent)."""
+
+    id: str = "id"
+    text: str = "text"
+    image: str = "image"
+
+
+class CorpusTable(Sequence[Item]):
+    """A collection of candidates (documents, images, captions) with ids, read lazily from its Arrow table.
+
+    Held in memory: the content keys (:class:`DigestKeys`, 32 bytes an item); ids and items are read on access
+    (:meth:`preloaded` reads a batch), so a million candidates cost ~32 MB besides the memory-mapped table.
+    """
+
+    def __init__(self, dataset: Dataset, columns: CorpusColumns = CorpusColumns(), image_root: str | None = None):
+        if columns.id not in dataset.column_names:
+            raise KeyError(f"corpus lacks its id column {columns.id!r}; it has {dataset.column_names}")
+        present = [c for c in (columns.text, columns.image) if c in dataset.column_names]
+        if not present:
+            raise KeyError(
+                f"corpus has neither a text column {columns.text!r} nor an image column {columns.image!r}; "
+                f"it has {dataset.column_names}"
+            )
+        self.dataset = _undecoded(dataset.select_columns([columns.id, *present]), [columns.image])
+        self.columns = columns
+        self.image_root = image_root
+        self._window: dict[int, tuple[str, Item]] = {}
+        keys = bytearray()
+        seen: dict[str, int] = {}
+        for row, (corpus_id, item) in self._scan(check=True):
+            if corpus_id in seen:
+                raise ValueError(f"corpus ids are not unique: {corpus_id!r} (rows {seen[corpus_id]} and {row})")
+            seen[corpus_id] = row
+            keys += bytes.fromhex(item.key)
+        del seen
+        self.keys = DigestKeys(np.frombuffer(keys, dtype=np.uint8).reshape(-1, 32))
+
+    def _scan(self, batch_size: int = 1024, check: bool = False) -> Iterator[tuple[int, tuple[str, Item]]]:
+        for start in range(0, len(self.dataset), batch_size):
+            batch = self.dataset[start : start + batch_size]
+            for offset in range(len(batch[self.columns.id])):
+                row = start + offset
+                yield row, self._entry({name: values[offset] for name, values in batch.items()}, row, check)
+
+    def _entry(self, example: Mapping[str, Any], row: int, check: bool = False) -> tuple[str, Item]:
+        columns = self.columns
+        corpus_id = example[columns.id]
+        if corpus_id is None or str(corpus_id) == "":
+            raise ValueError(f"corpus row {row}: no id (column {columns.id!r})")
+        where = f"corpus item {corpus_id} (row {row})"
+        item = Item(
+            example.get(columns.text) or "", _image_ref(example.get(columns.image), self.image_root, where, check)
+        )
+        if not item.text.strip() and item.image is None:
+            raise ValueError(f"{where}: has neither text nor image")
+        return str(corpus_id), item
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def entry(self, index: int) -> tuple[str, Item]:
+        """``(id, item)`` of row ``index``."""
+        index = int(index)
+        if index in self._window:
+            return self._window[index]
+        return self._entry(self.dataset[index], index)
+
+    def __getitem__(self, index: int) -> Item:  # type: ignore[override]
+        return self.entry(index)[1]
+
+    def id(self, index: int) -> str:
+        return self.entry(index)[0]
+
+    @contextmanager
+    def preloaded(self, rows: Iterable[int]) -> Iterator[None]:
+        """Read ``rows`` in one batch and serve them from memory inside the ``with`` block."""
+        wanted = sorted({int(row) for row in rows} - self._window.keys())
+        if wanted:
+            batch = self.dataset[wanted]
+            for offset, row in enumerate(wanted):
+                self._window[row] = self._entry({name: values[offset] for name, values in batch.items()}, row)
+        try:
+            yield
+        finally:
+            for row in wanted:
                 self._window.pop(row, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import numpy as np
 
 from unime_v2.hub_cards.markdown import markdown_table
+
+
+logger = logging.getLogger(__name__)
 
 
 COUNT_DESCRIPTIONS = {
@@ -102,6 +106,151 @@ def negative_statistics(
     for row in zip(positive_scores, negative_scores, query_sources, negative_sources, fallbacks):
         statistics.add(*row)
     return statistics.result()
+
+
+JUDGE_HEALTH_THRESHOLDS: dict[str, float | None] = {
+    "max_fallback_share": 0.05,
+    "min_auc_mean": 0.6,
+    "max_share_negative_above_positive": None,
+    "max_share_positive_below_half": 0.5,
+}
+"""When the report warns about the judge (docs/mining.md, "Judge health"); ``None`` never warns. The authors'
+released sample: no fallback, 30% of positives below 0.5 (:data:`AUTHORS_SAMPLE_JUDGE_HEALTH`)."""
+
+AUTHORS_SAMPLE_JUDGE_HEALTH: dict[str, Any] = {
+    "pool": "stored negatives",
+    "queries": 50,
+    "auc_mean": 1.0,
+    "auc_pooled": 1.0,
+    "queries_with_negative_above_positive": 0,
+    "share_negative_above_positive": 0.0,
+    "positives_below_half": 15,
+    "share_positive_below_half": 0.3,
+    "positive_score_mean": 0.6484100791998207,
+    "fallbacks": 0,
+    "fallback_share": 0.0,
+}
+""":func:`judge_health_of_mined` of the authors' released sample (``tests/fixtures/official-mined-negatives-example
+.json``, recomputed by ``tests/data_builders/mining/test_report_judge_health.py``); only its stored negatives were
+released, not the judged pools."""
+
+
+class JudgeHealth:
+    """How far the judge agrees with the labels, accumulated one query at a time (constant memory).
+
+    A query's reference ``s₊`` is its smallest positive score, the sampling rule's reference (docs/mining.md,
+    "Several positives"; one positive: its score). Per query, over its ``P_q`` positives ``p`` and its ``n_q``
+    judged candidates ``c`` (positives excluded), ``AUC_q = (#{(p, c): s_c < s_p} + ½ #{(p, c): s_c = s_p}) /
+    (P_q n_q)``: the chance that the judge ranks a labelled positive above one of them. ``auc_mean`` averages
+    ``AUC_q`` over queries; ``auc_pooled`` pools the (positive, candidate) pairs of all queries (each query weighted
+    by ``P_q n_q``; pairs are never formed across queries). The other figures use ``s₊`` (docs/mining.md, "Judge
+    health").
+    """
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        self.queries = self.auc_sum = self.wins = self.pairs = 0.0
+        self.above = self.below_half = self.fallbacks = 0
+        self.positive_sum = 0.0
+
+    def add(
+        self, positive_scores: float | Sequence[float], candidate_scores: Sequence[float], fallback: bool = False
+    ) -> None:
+        """Count one query: its positives' judge scores (one score or a list), its candidates' scores, whether it
+        fell back."""
+        positives = np.atleast_1d(np.asarray(positive_scores, dtype=np.float64))
+        scores = np.asarray(candidate_scores, dtype=np.float64)
+        reference = float(positives.min())
+        self.queries += 1
+        self.positive_sum += reference
+        self.below_half += reference < 0.5
+        self.fallbacks += bool(fallback)
+        if scores.size:
+            wins = float((scores < positives[:, None]).sum() + 0.5 * (scores == positives[:, None]).sum())
+            pairs = positives.size * scores.size
+            self.auc_sum += wins / pairs
+            self.wins += wins
+            self.pairs += pairs
+            self.above += bool((scores > reference).any())
+
+    def result(self, thresholds: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+        """The figures and, past ``thresholds`` (default :data:`JUDGE_HEALTH_THRESHOLDS`), ``warnings``."""
+        n = int(self.queries)
+        figures: dict[str, Any] = {
+            "pool": self.pool,
+            "queries": n,
+            "auc_mean": self.auc_sum / n if n else None,
+            "auc_pooled": self.wins / self.pairs if self.pairs else None,
+            "queries_with_negative_above_positive": self.above,
+            "share_negative_above_positive": self.above / n if n else None,
+            "positives_below_half": self.below_half,
+            "share_positive_below_half": self.below_half / n if n else None,
+            "positive_score_mean": self.positive_sum / n if n else None,
+            "fallbacks": self.fallbacks,
+            "fallback_share": self.fallbacks / n if n else None,
+        }
+        limits = {**JUDGE_HEALTH_THRESHOLDS, **(thresholds or {})}
+        return {**figures, "thresholds": limits, "warnings": judge_health_warnings(figures, limits)}
+
+
+def judge_health_thresholds(value: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """:data:`JUDGE_HEALTH_THRESHOLDS` updated with ``value``; an unknown key raises, naming the valid ones."""
+    unknown = sorted(set(value or {}) - set(JUDGE_HEALTH_THRESHOLDS))
+    if unknown:
+        raise ValueError(
+            f"judge_health_thresholds: unknown key(s) {unknown}; valid: {sorted(JUDGE_HEALTH_THRESHOLDS)}"
+        )
+    return {**JUDGE_HEALTH_THRESHOLDS, **(value or {})}
+
+
+def judge_health_warnings(figures: Mapping[str, Any], limits: Mapping[str, float | None]) -> list[str]:
+    """One sentence per figure past its threshold (``max_*``: above; ``min_*``: below)."""
+    checks = (
+        ("fallback_share", "max_fallback_share", "of queries fell back to random negatives scored 1.0"),
+        ("auc_mean", "min_auc_mean", "mean AUC of the positive against its judged candidates"),
+        (
+            "share_negative_above_positive",
+            "max_share_negative_above_positive",
+            "of queries have a candidate the judge scores above the positive",
+        ),  # fmt: skip
+        ("share_positive_below_half", "max_share_positive_below_half", "of positives score below 0.5"),
+    )
+    warnings = []
+    for name, limit_name, what in checks:
+        value, limit = figures.get(name), limits.get(limit_name)
+        if value is None or limit is None:
+            continue
+        if (limit_name.startswith("max_") and value > limit) or (limit_name.startswith("min_") and value < limit):
+            side = "above" if limit_name.startswith("max_") else "below"
+            warnings.append(f"judge health: {value:.3g} {what} ({side} {limit_name}={limit})")
+    return warnings
+
+
+def log_judge_health(health: dict[str, Any]) -> dict[str, Any]:
+    """Log each judge-health warning (the report lists them too); returns ``health``."""
+    for warning in health.get("warnings", []):
+        logger.warning(warning)
+    return health
+
+
+def judge_health_of_mined(
+    dataset: Any, thresholds: Mapping[str, float | None] | None = None, batch_size: int = 4096
+) -> dict[str, Any]:
+    """:class:`JudgeHealth` of a mined dataset's stored negatives (``pos_score``, ``neg_scores``, and
+    ``more_pos_scores`` when the rows have several positives): comparable with the authors' released data, which
+    holds no judged pool. Fallback rows are those of :func:`~unime_v2.data_builders.formats.mined.is_fallback_row`."""
+    from ..formats.mined import is_fallback_row
+
+    more = "more_pos_scores" in dataset.column_names
+    health = JudgeHealth("stored negatives")
+    table = dataset.select_columns(["pos_score", "neg_scores", *(["more_pos_scores"] if more else [])])
+    table = table.with_format("arrow")
+    for start in range(0, len(dataset), batch_size):
+        batch = table[start : start + batch_size].to_pydict()
+        further = batch["more_pos_scores"] if more else [[]] * len(batch["pos_score"])
+        for positive, others, negatives in zip(batch["pos_score"], further, batch["neg_scores"]):
+            health.add([positive, *(others or [])], negatives, is_fallback_row(negatives))
+    return health.result(thresholds)
 
 
 SCORE_CHUNK = 1 << 20
@@ -209,6 +358,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         markdown_table(report["settings"], ("setting", "value")),
         "## Counts",
         markdown_table(counts, ("count", "value")),
+        *_judge_health_markdown(report.get("judge_health")),
         "## Negatives (compare with the authors' released data: docs/method.md §3)",
         markdown_table(report.get("negatives", {}), ("statistic", "value")),
         "## Timings (seconds)",
@@ -220,6 +370,19 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         ),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _judge_health_markdown(health: Mapping[str, Any] | None) -> list[str]:
+    """The "Judge health" section: warnings, then the figures beside the authors' released sample's."""
+    if not health:
+        return []
+    warnings = [f"**Warning:** {w}" for w in health.get("warnings", [])] or ["No warning."]
+    rows = {
+        key: f"{health.get(key)} (authors' sample, stored negatives: {AUTHORS_SAMPLE_JUDGE_HEALTH.get(key, '—')})"
+        for key in AUTHORS_SAMPLE_JUDGE_HEALTH
+    }
+    rows["thresholds"] = health.get("thresholds")
+    return ["## Judge health (docs/mining.md)", "\n\n".join(warnings), markdown_table(rows, ("statistic", "value"))]
 
 
 def plot_score_histogram(

@@ -11,7 +11,8 @@ to its own source dataset, ``pool="target_modality"`` to the positives of the sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from ..storage import atomic_directory
-from .records import DigestKeys, Item, QueryRecord, RecordTable, distinct_rows
+from .records import CorpusTable, DigestKeys, Item, QueryRecord, RecordTable, distinct_rows
 
 
-POOL_MODES = ("global", "dataset", "target_modality")
+CORPUS_MODES = ("corpus", "corpus+positives")
+POOL_MODES = ("global", "dataset", "target_modality", *CORPUS_MODES)
 
 
 def _pool_name(source: str, positive_modality: str, mode: str) -> str:
@@ -34,17 +36,53 @@ def _pool_name(source: str, positive_modality: str, mode: str) -> str:
 
 
 class CandidateItems(Sequence[Item]):
-    """The distinct candidates as a view: candidate ``c`` is the positive of record ``rows[c]`` (read on access)."""
+    """The distinct candidates as a view: candidate ``c < len(rows)`` is the positive of record ``rows[c]``, a
+    candidate ``c ≥ len(rows)`` is item ``c − len(rows)`` of the corpus (read on access)."""
 
-    def __init__(self, records: Sequence[QueryRecord], rows: np.ndarray):
+    def __init__(self, records: Sequence[QueryRecord], rows: np.ndarray, corpus: CorpusTable | None = None):
         self.records = records
         self.rows = rows
+        self.corpus = corpus
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + (len(self.corpus) if self.corpus is not None else 0)
 
     def __getitem__(self, index: int) -> Item:  # type: ignore[override]
-        return self.records[int(self.rows[index])].positive
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"candidate {index} out of range ({len(self)} candidates)")
+        if index < len(self.rows):
+            return self.records[int(self.rows[index])].positive
+        return self.corpus[index - len(self.rows)]
+
+    def corpus_id(self, index: int) -> str:
+        """The corpus id of candidate ``index`` (``""`` for a positive)."""
+        index = int(index)
+        return "" if index < len(self.rows) else self.corpus.id(index - len(self.rows))
+
+    def name(self, index: int, sources: Sequence[str] | None = None) -> str:
+        """``record <id> (positive)`` or ``corpus item <id>``, for errors."""
+        index = int(index)
+        if index >= len(self.rows):
+            return f"corpus item {self.corpus_id(index)}"
+        return f"candidate {index} (positive of record row {int(self.rows[index])})"
+
+    def source(self, index: int, sources: Sequence[str]) -> str:
+        """The source dataset of candidate ``index`` (``corpus`` for a corpus item)."""
+        index = int(index)
+        return sources[int(self.rows[index])] if index < len(self.rows) else "corpus"
+
+    @contextmanager
+    def preloaded(self, ids: Iterable[int]) -> Iterator[None]:
+        """Read the items of candidates ``ids`` in batches (records and corpus) inside the ``with`` block."""
+        ids = np.asarray(list(ids), dtype=np.int64)
+        positives, corpus = ids[ids < len(self.rows)], ids[ids >= len(self.rows)] - len(self.rows)
+        with ExitStack() as stack:
+            if hasattr(self.records, "preloaded"):
+                stack.enter_context(self.records.preloaded(self.rows[positives].tolist()))
+            if self.corpus is not None and corpus.size:
+                stack.enter_context(self.corpus.preloaded(corpus.tolist()))
+            yield
 
 
 @dataclass
@@ -58,6 +96,8 @@ class CandidatePools:
         query_pool: per record, the name of its pool.
         positive_ids: per record, the id of its own positive in ``candidates``.
         candidate_keys: per candidate, its content key (:class:`DigestKeys` for a :class:`RecordTable`).
+        excluded: ``None`` when every record has one positive; else ``(n_records, m)`` ids of the candidates that
+            are one of the record's positives (its own first, ``-1`` padding): never retrieved for it.
     """
 
     candidates: CandidateItems
@@ -66,11 +106,45 @@ class CandidatePools:
     query_pool: list[str]
     positive_ids: np.ndarray
     candidate_keys: Sequence[str] = field(default_factory=list)
+    excluded: np.ndarray | None = None
+
+    def excluded_of(self, chunk: np.ndarray) -> np.ndarray:
+        """The candidate ids to exclude for records ``chunk``: ``(len(chunk),)`` or ``(len(chunk), m)``."""
+        return self.positive_ids[chunk] if self.excluded is None else self.excluded[chunk]
 
     @property
     def candidate_rows(self) -> np.ndarray:
         """Per candidate, the record whose positive it is (the first one)."""
         return self.candidates.rows
+
+
+def more_positive_keys(records: Sequence[QueryRecord]) -> list[tuple[str, ...]] | None:
+    """Per record, the content keys of its further positives; ``None`` when no record has any."""
+    if isinstance(records, RecordTable):
+        keys = records.more_positive_keys
+    else:
+        keys = [tuple(item.key for item in record.more_positives) for record in records]
+    return keys if keys is not None and any(keys) else None
+
+
+def _excluded(
+    positive_ids: np.ndarray, candidate_keys: Sequence[str], record_keys: list[tuple[str, ...]], start: int = 0
+) -> np.ndarray:
+    """Per record, the candidate ids whose item is one of its positives (see :attr:`CandidatePools.excluded`):
+    its own positive's id first, then every candidate from ``start`` on with the key of one of ``record_keys``."""
+    wanted = {key for keys in record_keys for key in keys}
+    ids: dict[str, list[int]] = {}
+    for c, key in enumerate(candidate_keys[start:] if start else candidate_keys, start=start):
+        if key in wanted:
+            ids.setdefault(key, []).append(c)
+    rows = [
+        [int(own), *(c for key in keys for c in ids.get(key, ()) if c != own)]
+        for own, keys in zip(positive_ids, record_keys)
+    ]
+    excluded = np.full((len(rows), max(map(len, rows), default=1)), -1, dtype=np.int64)
+    for row, found in enumerate(rows):
+        excluded[row, : len(found)] = found
+    return excluded
 
 
 def _record_columns(records: Sequence[QueryRecord]) -> tuple[Sequence[str], Sequence[str], Sequence[str]]:
@@ -84,11 +158,59 @@ def _record_columns(records: Sequence[QueryRecord]) -> tuple[Sequence[str], Sequ
     )
 
 
-def build_pools(records: Sequence[QueryRecord], mode: str = "global") -> CandidatePools:
-    """Candidate pools from the positives of ``records`` (``mode``: one of :data:`POOL_MODES`)."""
+def _corpus_pools(
+    records: Sequence[QueryRecord],
+    mode: str,
+    corpus: CorpusTable,
+    keys: Sequence[str],
+    candidate_rows: np.ndarray,
+    positive_ids: np.ndarray,
+) -> CandidatePools:
+    """The one pool of a corpus (``corpus``), with the distinct positives in front (``corpus+positives``).
+
+    Candidate ids: the distinct positives first (always embedded: the margins need them), then the corpus items.
+    A corpus item equal to one of a query's positives is never retrieved for it; each distinct corpus item is in
+    the pool once, and with ``corpus+positives`` a corpus item equal to a positive only as that positive.
+    """
+    n_positives = len(candidate_rows)
+    positive_keys = keys.take(candidate_rows) if isinstance(keys, DigestKeys) else [keys[r] for r in candidate_rows]
+    corpus_first, _ = distinct_rows(corpus.keys)
+    members = n_positives + corpus_first
+    duplicates = len(corpus) - len(corpus_first)
+    if mode == "corpus+positives":
+        known = set(positive_keys)
+        fresh = np.fromiter((key not in known for key in corpus.keys.take(corpus_first)), bool, len(corpus_first))
+        members = np.concatenate([np.arange(n_positives), members[fresh]])
+        duplicates += int((~fresh).sum())
+    if isinstance(positive_keys, DigestKeys):
+        candidate_keys: Sequence[str] = DigestKeys(np.concatenate([positive_keys.digests, corpus.keys.digests]))
+    else:
+        candidate_keys = [*positive_keys, *corpus.keys]
+    record_keys = [(key,) for key in keys]
+    more = more_positive_keys(records)
+    if more is not None:
+        record_keys = [own + extra for own, extra in zip(record_keys, more)]
+    excluded = _excluded(positive_ids, candidate_keys, record_keys, n_positives)
+    candidates = CandidateItems(records, candidate_rows, corpus)
+    query_pool = ["corpus"] * len(positive_ids)
+    return CandidatePools(
+        candidates, {"corpus": members}, {"corpus": duplicates}, query_pool, positive_ids, candidate_keys, excluded
+    )
+
+
+def build_pools(
+    records: Sequence[QueryRecord], mode: str = "global", corpus: CorpusTable | None = None
+) -> CandidatePools:
+    """Candidate pools from the positives of ``records`` (``mode``: one of :data:`POOL_MODES`); the corpus modes
+    search ``corpus`` (with the positives: ``corpus+positives``)."""
     if mode not in POOL_MODES:
         raise ValueError(f"pool={mode!r}; choose one of {POOL_MODES}")
+    if (mode in CORPUS_MODES) != (corpus is not None):
+        raise ValueError(f"pool={mode!r} {'needs' if corpus is None else 'does not use'} a corpus ({CORPUS_MODES})")
     sources, keys, modalities = _record_columns(records)
+    if corpus is not None:
+        candidate_rows, positive_ids = distinct_rows(keys)
+        return _corpus_pools(records, mode, corpus, keys, candidate_rows, positive_ids)
     candidate_rows, positive_ids = distinct_rows(keys)
     query_pool = [_pool_name(source, modality, mode) for source, modality in zip(sources, modalities)]
     names = {name: code for code, name in enumerate(dict.fromkeys(query_pool))}
@@ -101,7 +223,9 @@ def build_pools(records: Sequence[QueryRecord], mode: str = "global") -> Candida
         duplicates[name] = len(positives) - len(first)
     candidate_keys = keys.take(candidate_rows) if isinstance(keys, DigestKeys) else [keys[r] for r in candidate_rows]
     candidates = CandidateItems(records, candidate_rows)
-    return CandidatePools(candidates, pools, duplicates, query_pool, positive_ids, candidate_keys)
+    more_keys = more_positive_keys(records)
+    excluded = None if more_keys is None else _excluded(positive_ids, candidate_keys, more_keys)
+    return CandidatePools(candidates, pools, duplicates, query_pool, positive_ids, candidate_keys, excluded)
 
 
 @dataclass
@@ -192,7 +316,8 @@ def search_pool(
     delta: float,
     top_k: int,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    """Top ``top_k`` of the pool ``index`` holds per (normalised) query, without row ``exclude[q]`` and ``cos >= delta``.
+    """Top ``top_k`` of the pool ``index`` holds per (normalised) query, without the row(s) ``exclude[q]`` (one, or a
+    ``-1``-padded row of them) and ``cos >= delta``.
 
     Searches ``top_k + 1`` deep and doubles the depth for queries that lost too many hits to the filters, until
     they have ``top_k`` or the pool is exhausted. Since hits come sorted, every dropped near-duplicate ranks above
@@ -209,7 +334,7 @@ def search_pool(
         scores, hits = index.search(queries[pending], depth)
         retry = []
         for q, score, hit in zip(pending, scores, hits):
-            valid = (hit >= 0) & (hit != exclude[q])
+            valid = (hit >= 0) & ~np.isin(hit, exclude[q])
             near = valid & (score >= delta)
             keep = valid & ~near
             rows[q], sims[q], dropped[q] = hit[keep][:top_k], score[keep][:top_k], int(near.sum())
@@ -262,7 +387,8 @@ def retrieve(
         for start in range(0, len(members_q), chunk_size):
             chunk = members_q[start : start + chunk_size]
             queries = _normalised(query_embeddings[chunk if query_rows is None else query_rows[chunk]])
-            exclude = local[pools.positive_ids[chunk]]
+            excluded = pools.excluded_of(chunk)
+            exclude = np.where(excluded >= 0, local[excluded], -1)
             rows, scores, dropped = search_pool(index, queries, exclude, delta, top_k)
             for q, row, score, n_near in zip(chunk, rows, scores, dropped):
                 counts[q] = len(row)
@@ -274,6 +400,24 @@ def retrieve(
         if isinstance(array, np.memmap):
             array.flush()
     return RetrievalResult(ids, sims, counts, near)
+
+
+def pair_similarities(
+    query_embeddings: np.ndarray,
+    query_rows: np.ndarray,
+    candidate_embeddings: np.ndarray,
+    candidate_ids: np.ndarray,
+    chunk_size: int = QUERY_CHUNK,
+) -> np.ndarray:
+    """Per record ``r``, the cosine of its query (row ``query_rows[r]``) and candidate ``candidate_ids[r]`` (its
+    positive), read a chunk at a time from the (memory-mapped) embeddings."""
+    out = np.empty(len(query_rows), dtype=np.float32)
+    for start in range(0, len(query_rows), chunk_size):
+        stop = start + chunk_size
+        queries = _normalised(query_embeddings[np.asarray(query_rows[start:stop])])
+        candidates = _normalised(candidate_embeddings[np.asarray(candidate_ids[start:stop])])
+        out[start:stop] = (queries * candidates).sum(axis=1)
+    return out
 
 
 def _result_array(

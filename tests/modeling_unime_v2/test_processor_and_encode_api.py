@@ -222,3 +222,10 @@ def test_bad_inputs_name_the_item(qwen, tmp_path):
         qwen.encode_document(["a", "b", tmp_path / "missing.png"], batch_size=2)
     with pytest.raises(ValueError, match="item 1: has neither text nor image"):
         qwen.encode_document(["a", {"text": "", "image": None}])
+
+
+def test_an_unknown_item_key_is_named_with_the_accepted_ones(qwen):
+    with pytest.raises(
+        ValueError, match=r"item 0: has neither text nor image \(unknown key\(s\) 'txt'; accepted: 'text', 'image'\)"
+    ):
+        qwen.encode_document([{"txt": "a red square"}])

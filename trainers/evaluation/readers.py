@@ -99,6 +99,17 @@ def _column(row: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
+QUERY_FIELDS = ("qry_text", "qry", "qry_image", "qry_img_path")
+CANDIDATE_FIELDS = ("tgt_text",)
+
+
+def _require_fields(row: Mapping[str, Any], names: Sequence[str], where: str) -> None:
+    """A ``ValueError`` naming the expected fields and the row's own when the row has none of ``names``."""
+    if not any(name in row for name in names):
+        expected = " / ".join(repr(name) for name in names)
+        raise ValueError(f"{where}: no field {expected} (got {', '.join(map(str, row)) or 'no fields'})")
+
+
 def mmeb_dataset(
     name: str, rows: Sequence[Mapping[str, Any]] | Any, image_dir: str | None = None, task: MMEBTask | None = None
 ) -> MMEBDataset:
@@ -112,6 +123,8 @@ def mmeb_dataset(
     queries, candidates = [], []
     for index, row in enumerate(rows):
         where = f"{name} row {index}"
+        _require_fields(row, QUERY_FIELDS, f"{where} query")
+        _require_fields(row, CANDIDATE_FIELDS, f"{where} candidates")
         texts = row.get("tgt_text")
         if not texts:
             raise ValueError(f"{where}: no candidates (tgt_text is empty)")
@@ -123,7 +136,7 @@ def mmeb_dataset(
                 f"{where}: tgt_text has {len(texts)} candidates but the candidate images list has {len(images)}"
             )
         query_image = _image_ref(_column(row, "qry_image", "qry_img_path"), image_dir, f"{where} query")
-        queries.append({"text": row.get("qry_text") or "", "image": query_image})
+        queries.append({"text": _column(row, "qry_text", "qry") or "", "image": query_image})
         candidates.append(
             [
                 {"text": text or "", "image": _image_ref(image, image_dir, f"{where} candidate {j}")}
@@ -184,12 +197,24 @@ def mmeb_eval_sources(
     if (root / "eval").is_dir() and not any(root.glob("*.jsonl")):
         image_dir, root = image_dir or str(root), root / "eval"
     if root.is_dir():
-        names = {p.stem: p for p in root.glob("*.jsonl")}
+        from unime_v2.data_builders.sources import data_files
+
+        names = {p.stem: p for p in data_files(root)}
         names.update({p.name: p for p in root.iterdir() if p.is_dir() and _is_saved_dataset(p)})
         if not names:
-            raise FileNotFoundError(f"{source}: no MMEB-eval datasets (<task>/ saved subsets or <task>.jsonl files)")
+            raise FileNotFoundError(
+                f"{source}: no MMEB-eval datasets (<task>/ saved subsets or <task>.jsonl/.json/.csv/.parquet files)"
+            )
         order = [t.name for t in tasks if t.name in names] + sorted(set(names) - set(known))
         return [_mmeb_source(n, names[n], image_dir, known.get(n)) for n in order]
+
+    from unime_v2.data_builders.sources import UnreadableSourceError, looks_local
+
+    if looks_local(source):
+        raise UnreadableSourceError(
+            f"{source}: no such folder; MMEB-eval is a folder of <task>/ saved subsets or <task>.jsonl/.json/.csv/"
+            ".parquet files, or a Hub dataset id"
+        )
 
     def hub_loader(task: MMEBTask) -> Callable[[], MMEBDataset]:
         def load() -> MMEBDataset:
@@ -204,7 +229,9 @@ def mmeb_eval_sources(
 
 def _mmeb_source(name: str, path: Path, image_dir: str | None, task: MMEBTask | None) -> DatasetSource:
     def load() -> MMEBDataset:
-        rows = _read_jsonl(path) if path.suffix == ".jsonl" else _load_split(path)
+        from unime_v2.data_builders.sources import read_dataset
+
+        rows = _read_jsonl(path) if path.suffix == ".jsonl" else read_dataset(path, "test")
         return mmeb_dataset(name, rows, image_dir, task)
 
     return DatasetSource("mmeb", name, load, str(path))

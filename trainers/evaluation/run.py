@@ -18,6 +18,7 @@ from accelerate import PartialState
 from unime_v2.data_builders.checkpoints import load_embedder
 from unime_v2.data_builders.recipes import MINI_MMEB, default_cache_dir, resolve_backbone
 
+from ..run_folder import claim_output_dir, run_settings
 from .encoding import RESOLUTIONS
 from .evaluators import EVALUATORS
 from .readers import (
@@ -29,6 +30,9 @@ from .readers import (
     sugarcrepe_sources,
 )
 from .report import write_report
+
+
+EMBEDDER_MODEL_TYPE, RERANKER_MODEL_TYPE = "unime_v2", "unime_v2_reranker"
 
 
 logger = logging.getLogger(__name__)
@@ -102,6 +106,11 @@ class EvaluationArguments:
         default=None, metadata={"help": "More MiniMMEBConfig fields as JSON (tasks, caption_images, …)."}
     )
     show_progress_bar: bool = field(default=True, metadata={"help": "tqdm bars in items/s."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace another evaluation's results in output_dir (one evaluation per folder, else "
+                  "refused): deletes results.json, results.md and the PNGs there, keeps any other file."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES + ("all",):
@@ -118,10 +127,38 @@ class EvaluationArguments:
         return SUITES if self.suite == "all" else (self.suite,)
 
 
+class NothingEvaluatedError(RuntimeError):
+    """No dataset of any suite could be scored: there are no figures to report."""
+
+
+def local_model_type(spec: str) -> str | None:
+    """The ``model_type`` in ``spec``'s ``config.json`` when ``spec`` is a local folder (else ``None``)."""
+    config = Path(spec) / "config.json"
+    return json.loads(config.read_text()).get("model_type") if config.is_file() else None
+
+
+def check_model_roles(
+    model: str | None, reranker: str | None, model_flag: str = "--model", reranker_flag: str = "--reranker"
+) -> None:
+    """Name a reranker folder given as the embedder (``model_flag``) or an embedder folder given as the reranker
+    (``reranker_flag``); Hub ids and plain VLM folders pass."""
+    if model and local_model_type(model) == RERANKER_MODEL_TYPE:
+        raise ValueError(
+            f"{model_flag} {model} is a UniME-V2 reranker, not an embedder: pass it as {reranker_flag} {model} and an "
+            f"embedder as {model_flag}"
+        )
+    if reranker and local_model_type(reranker) == EMBEDDER_MODEL_TYPE:
+        raise ValueError(
+            f"{reranker_flag} {reranker} is a UniME-V2 embedder, not a reranker: pass it as {model_flag} {reranker} "
+            f"and a reranker (or a plain VLM) as {reranker_flag}"
+        )
+
+
 def load_model(args: EvaluationArguments) -> Any:
     """The embedder ``args.model`` names (``tiny:`` specs built once, on the main process first), on this process's
     device: :func:`~unime_v2.data_builders.checkpoints.load_embedder` (UniME-V2 checkpoints, plain VLMs, PEFT
     adapters)."""
+    check_model_roles(args.model, None)
     path = resolve_backbone(args.model, main_process_first=PartialState().main_process_first)
     return load_embedder(
         path, args.prompt_format, args.dtype, PartialState().device, base=args.model_base, revision=args.revision
@@ -142,6 +179,8 @@ def load_reranker(spec: str, revision: str | None = None, dtype: str = "float32"
 def check_reranker(model: Any, name: str) -> None:
     """A clear error when ``model`` cannot rerank (e.g. --reranker names an embedder or a plain VLM)."""
     if not callable(getattr(model, "rerank", None)):
+        if callable(getattr(model, "encode", None)):
+            raise TypeError(f"--reranker {name} is an embedder (it has encode, not rerank): pass it as --model")
         raise TypeError(
             f"--reranker {name}: the loaded {type(model).__name__} has no rerank(query, candidates, mode) method; "
             "pass a UniME-V2 reranker checkpoint"
@@ -183,6 +222,34 @@ def suite_sources(args: EvaluationArguments) -> dict[str, list[DatasetSource]]:
     return sources
 
 
+def check_scored(suites: dict[str, Any]) -> None:
+    """A :class:`NothingEvaluatedError` listing each dataset's error when no dataset of any suite was scored."""
+    if any(result["per_dataset"] for result in suites.values()):
+        return
+    errors = [f"  {suite}/{name}: {error}" for suite, r in suites.items() for name, error in r["errors"].items()]
+    raise NothingEvaluatedError("no dataset was scored; nothing to report. Errors:\n" + "\n".join(errors))
+
+
+def evaluated_datasets(args: EvaluationArguments) -> dict[str, str]:
+    """The name of the data each suite was evaluated on (a card's ``model-index`` dataset): ``MMEB`` for
+    TIGER-Lab/MMEB-eval, ``mini-MMEB``, a Hub id, or a local folder's name."""
+    names: dict[str, str] = {}
+    if args.data == MINI_MMEB:
+        names = {suite: "mini-MMEB" for suite in args.suites}
+    if args.mmeb_eval and "mmeb" in args.suites:
+        names["mmeb"] = _data_name(args.mmeb_eval)
+    return names
+
+
+def _data_name(source: str) -> str:
+    if source.rstrip("/").endswith("MMEB-eval") and not Path(source).is_dir():
+        return "MMEB"
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve().parent.name if path.name == "eval" else path.resolve().name
+    return source
+
+
 def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any = None) -> dict[str, Any]:
     """Evaluate and (main process) write the output folder; returns the results written to ``results.json``.
 
@@ -194,6 +261,11 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
     import torch
 
     state = PartialState(cpu=not torch.cuda.is_available())  # the first call sets it up: gloo on CPU-only machines
+    check_model_roles(args.model if model is None else None, args.reranker if reranker is None else None)
+    with state.main_process_first():  # one evaluation per folder (docs/evaluation.md)
+        settings = run_settings(args)
+        claim_output_dir(args.output_dir, "evaluation", "examples/evaluate.py", settings, args.overwrite,
+                         write=state.is_main_process)  # fmt: skip
     if reranker is None and args.reranker:  # first: a wrong --reranker fails before the embedder loads
         reranker = load_reranker(args.reranker, dtype=args.dtype)
     elif reranker is not None:
@@ -223,6 +295,7 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
         }
         if suite == "mmeb":
             suites[suite]["tasks"] = {n: asdict(t) for n, t in evaluator.tasks.items() if n in evaluator.per_dataset}
+    check_scored(suites)
     results = {
         "model": args.model or type(model).__name__,
         "revision": args.revision or getattr(getattr(model, "config", None), "_commit_hash", None),
@@ -236,6 +309,7 @@ def run_evaluation(args: EvaluationArguments, model: Any = None, reranker: Any =
         "settings": {k: v for k, v in asdict(args).items() if k not in ("model", "revision", "reranker")},
         "processes": state.num_processes,
         "suites": suites,
+        "datasets": evaluated_datasets(args),
     }
     if state.is_main_process:
         write_report(results, Path(args.output_dir))

@@ -67,7 +67,14 @@ def reranker_records(data_args: UniMEV2RerankerDataArguments, seed: int = 0) -> 
     if data_args.max_train_records is not None:
         mined = mined.select(range(min(data_args.max_train_records, len(mined))))
     stored = min(data_args.stored_negatives, min(len(n) for n in mined["neg_texts"]))
-    return TrainingRecords(mined, num_hard_negatives=stored, negative_selection="first", seed=seed, name=name)
+    return TrainingRecords(
+        mined,
+        num_hard_negatives=stored,
+        negative_selection="first",
+        seed=seed,
+        name=name,
+        drop_fallback_rows=data_args.drop_fallback_rows,
+    )
 
 
 def mini_mmeb_rows(data_args: UniMEV2RerankerDataArguments, seed: int) -> Any:

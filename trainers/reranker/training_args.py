@@ -106,6 +106,13 @@ class UniMEV2RerankerDataArguments:
     stored_negatives: int = field(
         default=10, metadata={"help": "Negatives read per record (ranked by judge score in the collator)."}
     )
+    drop_fallback_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out the mined dataset's fallback rows (random negatives scored 1.0, counted and logged "
+            "either way; docs/training.md)."
+        },
+    )
     mini_mmeb_seed: int = field(default=0, metadata={"help": "Seed of the generated mini-MMEB."})
     mini_mmeb_train_per_task: int = field(
         default=64, metadata={"help": "mini-MMEB training queries per task (oracle:mini_mmeb, judge_pairs:mini_mmeb)."}

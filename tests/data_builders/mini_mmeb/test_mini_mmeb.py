@@ -425,7 +425,9 @@ def test_cli_smoke(tmp_path):
     assert (tmp_path / "mmeb" / "eval" / "MiniCIRR-cir.jsonl").exists()
     assert (tmp_path / "mmeb" / "companion" / "compositional.jsonl").exists()
     bad = subprocess.run(
-        [sys.executable, str(script), "--out", str(tmp_path), "--image_size", "20"], capture_output=True, text=True
+        [sys.executable, str(script), "--output_dir", str(tmp_path), "--image_size", "20"],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "image_size" in bad.stderr
 

@@ -244,3 +244,16 @@ def test_record_table_keeps_keys_as_digests_and_builds_the_pools_of_the_records(
         assert list(compact.candidate_keys) == list(reference.candidate_keys)
     # fingerprints (cache names) hash digests and streamed ids as the lists of strings they stand for
     assert _hash(table.query_keys, iter(table.query_ids)) == _hash(list(table.query_keys), list(table.query_ids))
+
+
+def test_pair_similarities_are_the_cosines_of_each_record_and_its_candidate():
+    from unime_v2.data_builders.mining.retrieval import pair_similarities
+
+    rng = np.random.default_rng(0)
+    queries, candidates = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    rows, ids = np.array([2, 0, 1, 2]), np.array([4, 4, 0, 3])
+    expected = [
+        queries[r] @ candidates[c] / np.linalg.norm(queries[r]) / np.linalg.norm(candidates[c])
+        for r, c in zip(rows, ids)
+    ]
+    np.testing.assert_allclose(pair_similarities(queries, rows, candidates, ids, chunk_size=3), expected, rtol=1e-5)
