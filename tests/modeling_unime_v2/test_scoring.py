@@ -32,15 +32,6 @@ def sharpen(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~20x faster on one CPU thread than on two on small VMs (thread sync dominates)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def judges(tiny_backbone_dirs) -> dict[str, JudgeScorer]:
     out = {}

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from datasets import Dataset
 from PIL import Image
 
@@ -18,14 +17,6 @@ from unime_v2.data_builders.mining.retrieval import build_pools, retrieve
 
 
 NAMES = ["red", "green", "blue", "yellow", "purple", "orange"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def records() -> list[QueryRecord]:

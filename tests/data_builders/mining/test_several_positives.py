@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from unime_v2.data_builders.mining.config import MiningConfig
 from unime_v2.data_builders.mining.pipeline import mine
@@ -18,14 +17,6 @@ from unime_v2.modeling_unime_v2.scoring_unime_v2 import JudgeScorer
 
 
 NAMES = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def record(i: int, more: tuple[str, ...] = ()) -> QueryRecord:

@@ -4,7 +4,6 @@ came from; a path mining cannot read is named with the accepted forms."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from unime_v2.data_builders.mini_mmeb.builder import MiniMMEBConfig, build_mini_mmeb
 from unime_v2.data_builders.mini_mmeb.export import export_mmeb_files
@@ -22,14 +21,6 @@ MINI_MMEB = dict(
     long_caption_images=0,
     compositional_per_subset=0,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_mini_mmeb_jsonl_export_mines(tmp_path, tiny_backbone_dirs):
