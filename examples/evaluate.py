@@ -1,7 +1,8 @@
 """Evaluate an embedder (and optionally a reranker): the paper's MMEB, retrieval and SugarCrepe tables.
 
     python examples/evaluate.py --model DIR_OR_HUB_ID [--reranker DIR_OR_HUB_ID] --suite mmeb|retrieval|sugarcrepe|all \
-        --data mini_mmeb | --mmeb_eval TIGER-Lab/MMEB-eval --image_root DIR | --retrieval_dir DIR --output_dir OUT
+        --data mini_mmeb | --mmeb_eval MMEB_EVAL_CLONE | --mmeb_eval TIGER-Lab/MMEB-eval --image_root DIR \
+        | --retrieval_dir DIR --output_dir OUT
     accelerate launch --num_processes N examples/evaluate.py ...     # the same, shared over processes / GPUs
 
 Every setting: ``--help``; a YAML recipe: ``--config recipe.yaml``. Outputs and layouts: docs/evaluation.md. When no

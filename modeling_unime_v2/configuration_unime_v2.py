@@ -41,6 +41,16 @@ def eval_image_resize(config: UniMEV2Config) -> int | None:
     return config.image_resize if size is None else size
 
 
+def check_truncate_dim(truncate_dim: int | None, hidden_size: int) -> None:
+    """Refuse a ``truncate_dim`` outside ``1 … hidden_size`` (``None``: no truncation)."""
+    if truncate_dim is None:
+        return
+    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int):
+        raise TypeError(f"truncate_dim must be an int or None, got {truncate_dim!r}")
+    if not 1 <= truncate_dim <= hidden_size:
+        raise ValueError(f"truncate_dim={truncate_dim} is outside 1 … {hidden_size} (the embedding dimension)")
+
+
 class UniMEV2Config(PretrainedConfig):
     r"""Configuration of :class:`UniMEV2Model`: a vision-language backbone whose last-token hidden state is the embedding.
 
@@ -72,6 +82,8 @@ class UniMEV2Config(PretrainedConfig):
             ``""`` (default): no instruction; MMEB's text candidates are bare and an image alone gets ``Represent
             the given image.``.
             :meth:`UniMEV2Model.encode` never reads them: MMEB items carry their instruction inside the text.
+        truncate_dim (`int`, *optional*): the default of :meth:`UniMEV2Model.encode`'s ``truncate_dim``: keep the
+            first ``truncate_dim`` dimensions of each embedding, before L2 normalisation; ``None`` keeps all.
     """
 
     model_type = "unime_v2"
@@ -93,6 +105,7 @@ class UniMEV2Config(PretrainedConfig):
         eval_resolution: str = "high",
         query_instruction: str = "",
         candidate_instruction: str = "",
+        truncate_dim: int | None = None,
         **kwargs,
     ):
         if isinstance(backbone_config, dict):
@@ -131,7 +144,10 @@ class UniMEV2Config(PretrainedConfig):
         self.eval_resolution = eval_resolution
         self.query_instruction = query_instruction
         self.candidate_instruction = candidate_instruction
+        self.truncate_dim = truncate_dim
         super().__init__(**kwargs)
+        if backbone_config is not None and truncate_dim is not None:
+            check_truncate_dim(truncate_dim, self.hidden_size)
 
     @property
     def backbone_type(self) -> str:

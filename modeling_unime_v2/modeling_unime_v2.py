@@ -9,8 +9,11 @@ The backbone is the upstream transformers *base* model (``Qwen2VLModel``, ``Qwen
 
 from __future__ import annotations
 
+import copy
 import inspect
+import json
 import multiprocessing
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, SUPPORTED_BACKBONES, UniMEV2Config
+from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES, SUPPORTED_BACKBONES, UniMEV2Config, check_truncate_dim
 from .processing_unime_v2 import UniMEV2Processor, is_image_input, rename_item_error
 from .processing_unime_v2 import hub_kwargs as _hub_kwargs
 
@@ -307,6 +310,7 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         convert_to_tensor: bool = False,
         normalize_embeddings: bool | None = None,
         num_workers: int = 0,
+        truncate_dim: int | None = None,
     ) -> Any:
         """Embed MMEB items (``{"text": str | None, "image": PIL | path | None}``, the instruction inside the text)
         → float tensor ``(n, d)`` on CPU: the exact MMEB path, each item as it is.
@@ -316,6 +320,12 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         ``show_progress_bar`` counts items. ``num_workers`` > 0 prepares batches (image loading, resizing,
         tokenisation) in that many ``DataLoader`` worker processes while the model runs, as training does; the
         embeddings are the same. Errors name the offending item by its index in ``items``.
+
+        ``truncate_dim`` (default: ``config.truncate_dim``; ``None`` keeps every dimension) keeps the first
+        ``truncate_dim`` dimensions of each last-token hidden state *before* L2 normalisation, as
+        sentence-transformers does with ``truncate_dim`` and ``normalize_embeddings=True``, so that shorter
+        embeddings are still unit vectors whose dot product is the cosine. UniME-V2 was not trained for nested
+        (Matryoshka) dimensions, so retrieval quality at a small ``truncate_dim`` is not established.
         """
         if self.processor is None:
             raise ValueError("this model has no processor attached; load it with from_pretrained/from_backbone")
@@ -323,15 +333,24 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if truncate_dim is None:
+            truncate_dim = getattr(self.config, "truncate_dim", None)
+        check_truncate_dim(truncate_dim, self.config.hidden_size)
+        normalize = self.config.normalize if normalize_embeddings is None else normalize_embeddings
         was_training = self.training
         self.eval()
-        chunks = [torch.empty(0, self.config.hidden_size)]
+        chunks = [torch.empty(0, truncate_dim or self.config.hidden_size)]
         bar = logging.tqdm(total=len(items), desc="encode", unit="item", disable=not show_progress_bar)
         for count, batch in _processed_batches(self.processor, items, batch_size, num_workers, self.device):
             batch = batch.to(self.device)
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-            chunks.append(self(**batch, normalize=normalize_embeddings).embeddings.cpu())
+            if truncate_dim is None:
+                embeddings = self(**batch, normalize=normalize).embeddings
+            else:
+                embeddings = self(**batch, normalize=False).embeddings[:, :truncate_dim]
+                embeddings = F.normalize(embeddings, dim=-1) if normalize else embeddings
+            chunks.append(embeddings.cpu())
             bar.update(count)
         bar.close()
         self.train(was_training)
@@ -342,7 +361,8 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         """Embed queries in the sentence-transformers manner: texts (``str``), images (PIL image or
         ``pathlib.Path``) or items, each with ``instruction`` in MMEB's layout (default: ``config.query_instruction``;
         ``""`` for none; docs/architecture.md, "Using the model"). One input (not in a list) gives one vector.
-        Keyword arguments are :meth:`encode`'s (``batch_size``, ``convert_to_numpy``, ``normalize_embeddings``, …).
+        Keyword arguments are :meth:`encode`'s (``batch_size``, ``convert_to_numpy``, ``normalize_embeddings``,
+        ``truncate_dim``, …).
         """
         return self._encode_inputs(inputs, instruction, "query_items", kwargs)
 
@@ -358,6 +378,13 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         items = getattr(self.processor, kind)([inputs] if single else list(inputs), instruction)
         embeddings = self.encode(items, **kwargs)
         return embeddings[0] if single else embeddings
+
+    def export_backbone(self, save_directory: str) -> str:
+        """Save this embedder as a plain backbone checkpoint that other runtimes load without this code.
+
+        See :func:`export_backbone` (docs/architecture.md, "Export for other runtimes").
+        """
+        return export_backbone(self, save_directory)
 
     def similarity(self, queries: Any, candidates: Any) -> Any:
         """Cosine similarity matrix between query and candidate embeddings, given as tensors or numpy arrays
@@ -412,6 +439,77 @@ def _processed_batches(
 
 def _as_is(pair: tuple[Any, Any]) -> tuple[Any, Any]:
     return pair
+
+
+SENTENCE_TRANSFORMERS_MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+"""``modules.json`` of an exported backbone: where vLLM and sentence-transformers read the pooling settings."""
+
+
+def export_backbone(model: Any, save_directory: str) -> str:
+    """Write the embedder ``model`` as a plain backbone checkpoint in ``save_directory`` and return the folder.
+
+    * weights: the backbone's own ``*ForConditionalGeneration`` class (``Qwen2VLForConditionalGeneration``,
+      ``Qwen2_5_VLForConditionalGeneration``, ``LlavaOnevisionForConditionalGeneration``); a PEFT-wrapped model
+      is merged first (on a copy). The embedder has no LM head: the exported head is the input embedding matrix
+      (tied where the backbone ties them), so the checkpoint embeds but does not generate meaningful text;
+    * the backbone processor, with its chat template;
+    * the pooling settings as sentence-transformers writes them, which vLLM's pooling runner also reads:
+      ``modules.json``, ``1_Pooling/config.json`` (``pooling_mode_lasttoken``), ``2_Normalize/`` (L2 norm).
+
+    A runtime that loads the folder must feed the embedder's input format: the chat template
+    (``prompt_format="chat"``, and LLaVA-OneVision's ``official``) is reproduced by the plain class. A Qwen-VL
+    embedder in the ``official`` format was trained with 1-D positions, which the plain classes (and vLLM) replace
+    by M-RoPE: its exported embeddings differ (docs/architecture.md, "Export for other runtimes").
+    """
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: merge the adapters into a copy
+        model = copy.deepcopy(model).merge_and_unload()
+    elif any(hasattr(module, "lora_A") for module in model.modules()):
+        raise ValueError(
+            "this model holds unmerged LoRA adapters: pass the PEFT model itself to export_backbone(), which merges "
+            "them on a copy"
+        )
+    config = model.config
+    if config.uses_mrope and config.prompt_format == "official":
+        logger.warning(
+            "exporting a Qwen-VL embedder in the 'official' prompt format: it was trained with 1-D positions, which "
+            "the plain backbone class and vLLM replace by M-RoPE; the exported checkpoint's embeddings will differ"
+        )
+    backbone_config = copy.deepcopy(config.backbone_config)
+    backbone_config.architectures = None
+    with torch.device("meta"):
+        vlm = AutoModelForImageTextToText.from_config(backbone_config)
+    vlm.model = model.backbone
+    embeddings = model.backbone.get_input_embeddings().weight
+    text_config = backbone_config.get_text_config()
+    tied = bool(getattr(backbone_config, "tie_word_embeddings", getattr(text_config, "tie_word_embeddings", False)))
+    head = torch.nn.Linear(embeddings.shape[1], embeddings.shape[0], bias=False, device=embeddings.device)
+    head.weight = embeddings if tied else torch.nn.Parameter(embeddings.detach().clone())
+    vlm.lm_head = head
+    vlm.config._attn_implementation_internal = config._attn_implementation
+    vlm.to(model.dtype).save_pretrained(save_directory)
+    if model.processor is not None:
+        model.processor.backbone_processor.save_pretrained(save_directory)
+    with open(os.path.join(save_directory, "modules.json"), "w") as handle:
+        json.dump(SENTENCE_TRANSFORMERS_MODULES, handle, indent=2)
+    pooling = {
+        "word_embedding_dimension": config.hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": True,
+        "include_prompt": True,
+    }
+    os.makedirs(os.path.join(save_directory, "1_Pooling"), exist_ok=True)
+    with open(os.path.join(save_directory, "1_Pooling", "config.json"), "w") as handle:
+        json.dump(pooling, handle, indent=2)
+    os.makedirs(os.path.join(save_directory, "2_Normalize"), exist_ok=True)
+    return save_directory
 
 
 def pop_config_fields(config_class: type, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 A script that writes an output folder calls :func:`claim_output_dir` before it writes anything. The folder's
 ``unime_v2_run.json`` records the run: the artifact kind (``embedder``, ``reranker``, ``mined_dataset``,
-``evaluation``, ``mini_mmeb``, ``tiny_vlm``, ``quickstart``, ``ablation``), the resolved settings and their
-fingerprint. Settings that do not change what is produced (logging, progress bars, the output folder itself,
-resumption, Hub upload) are left out (:data:`HARMLESS_KEYS`).
+``evaluation``, ``mini_mmeb``, ``tiny_vlm``, ``quickstart``, ``ablation``, ``backbone_export``), the resolved
+settings and their fingerprint. Settings that do not change what is produced (logging, progress bars, the output
+folder itself, resumption, Hub upload) are left out (:data:`HARMLESS_KEYS`).
 
 * an empty or new folder is claimed for the run;
 * a folder recorded for the same kind and settings is the same run: it continues (training resumes from its own
@@ -80,6 +80,7 @@ OUTPUTS["reranker"] = OUTPUTS["embedder"] + ("judge_training.json",)
 OUTPUTS["tiny_vlm"] = ("*.safetensors", "*.safetensors.index.json", "config.json", "*_config.json", "tokenizer*",
                        "vocab.json", "merges.txt", "chat_template.*", "special_tokens_map.json", "added_tokens.json",
                        "generation_config.json", "*.jinja", "TINY_PRETRAIN.json")  # fmt: skip
+OUTPUTS["backbone_export"] = OUTPUTS["tiny_vlm"][:-1] + ("modules.json", "1_Pooling", "2_Normalize")
 OUTPUTS["mini_mmeb"] = ("hf", "mmeb")
 OUTPUTS["quickstart"] = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed",
                          "eval_unime_v2", "logs", "summary.json", "summary.md")  # fmt: skip

@@ -117,3 +117,22 @@ def test_ablation_refuses_another_kind_or_config_and_resumes_its_own(ablation, t
         ablation.run_ablation(ablation.AblationArguments(quick, str(out), seeds=[0, 1]), examples)
     ablation.run_ablation(ablation.AblationArguments(quick, str(out), seeds=[0, 1]), examples, overwrite=True)
     assert json.loads((out / RUN_FILE).read_text())["settings"]["seeds"] == [0, 1]
+
+
+def test_export_backbone_claims_its_folder_and_writes_a_plain_checkpoint(
+    example_script, tiny_qwen2_vl_dir, tmp_path, capsys
+):
+    export = example_script("export_backbone")
+    args = ["--model", str(tiny_qwen2_vl_dir), "--from_backbone", "true", "--prompt_format", "chat"]
+    other = _embedder_folder(tmp_path / "embedder")
+    assert export.main([*args, "--output_dir", str(other)]) == 2
+    assert "this run writes a backbone_export" in capsys.readouterr().err
+    out = tmp_path / "export"
+    assert export.main([*args, "--output_dir", str(out)]) == 0
+    assert export.main([*args, "--output_dir", str(out)]) == 0  # same config: written again in place
+    assert read_run(out)["kind"] == "backbone_export"
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2VLForConditionalGeneration"] and "auto_map" not in config
+    assert (out / "modules.json").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    assert export.main([*args, "--output_dir", str(out), "--prompt_format", "official"]) == 2
+    assert "other settings (prompt_format: 'chat' -> 'official')" in capsys.readouterr().err

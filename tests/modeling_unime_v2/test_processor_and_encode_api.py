@@ -229,3 +229,47 @@ def test_an_unknown_item_key_is_named_with_the_accepted_ones(qwen):
         ValueError, match=r"item 0: has neither text nor image \(unknown key\(s\) 'txt'; accepted: 'text', 'image'\)"
     ):
         qwen.encode_document([{"txt": "a red square"}])
+
+
+def test_truncate_dim_slices_then_normalises(qwen, image_files):
+    """``truncate_dim`` keeps the first dimensions of the raw last-token state, then L2-normalises (as
+    sentence-transformers does); the reference is computed from the full unnormalised embedding."""
+    items = _mmeb_items(image_files)
+    raw = qwen.encode(items, normalize_embeddings=False)
+    for dim in (1, 5, qwen.config.hidden_size):
+        expected = torch.nn.functional.normalize(raw[:, :dim], dim=-1)
+        truncated = qwen.encode(items, truncate_dim=dim)
+        assert truncated.shape == (len(items), dim)
+        torch.testing.assert_close(truncated, expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(truncated.norm(dim=-1), torch.ones(len(items)), atol=ATOL, rtol=0)
+    torch.testing.assert_close(qwen.encode(items, truncate_dim=5, normalize_embeddings=False), raw[:, :5])
+    texts = ["a red square", "a blue circle"]
+    full_query = qwen.encode_query(texts, instruction="Find it:", normalize_embeddings=False)
+    query = qwen.encode_query(texts, instruction="Find it:", truncate_dim=4, convert_to_numpy=True)
+    np.testing.assert_allclose(query, torch.nn.functional.normalize(full_query[:, :4], dim=-1).numpy(), atol=ATOL)
+    document = qwen.encode_document("a red square", truncate_dim=4)
+    full_document = qwen.encode_document("a red square", normalize_embeddings=False)
+    torch.testing.assert_close(document, torch.nn.functional.normalize(full_document[:4], dim=0), atol=ATOL, rtol=0)
+    assert qwen.encode([], truncate_dim=4).shape == (0, 4)
+    for bad in (0, -1, qwen.config.hidden_size + 1):
+        with pytest.raises(ValueError, match="truncate_dim"):
+            qwen.encode(items[:1], truncate_dim=bad)
+    with pytest.raises(TypeError, match="truncate_dim"):
+        qwen.encode(items[:1], truncate_dim=2.5)
+
+
+def test_truncate_dim_config_default_is_saved_and_loaded(qwen, image_files, tmp_path):
+    items = _mmeb_items(image_files)[:2]
+    expected = qwen.encode(items, truncate_dim=6)
+    qwen.config.truncate_dim = 6
+    try:
+        torch.testing.assert_close(qwen.encode(items), expected, atol=0, rtol=0)
+        assert qwen.encode(items, truncate_dim=3).shape == (2, 3)
+        qwen.save_pretrained(tmp_path / "saved")
+    finally:
+        qwen.config.truncate_dim = None
+    loaded = UniMEV2Model.from_pretrained(tmp_path / "saved", dtype=torch.float32)
+    assert loaded.config.truncate_dim == 6
+    torch.testing.assert_close(loaded.encode(items), expected, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="truncate_dim"):
+        type(qwen.config)(backbone_config=qwen.config.backbone_config.to_dict(), truncate_dim=0)

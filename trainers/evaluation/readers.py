@@ -177,54 +177,100 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def mmeb_eval_sources(
-    source: str, image_dir: str | None = None, tasks: Sequence[MMEBTask] = MMEB_TASKS
+    source: str,
+    image_dir: str | None = None,
+    tasks: Sequence[MMEBTask] = MMEB_TASKS,
+    names: Sequence[str] | None = None,
 ) -> list[DatasetSource]:
     """The datasets of an MMEB-eval copy, each read lazily.
 
-    ``source`` is one of the layouts:
+    ``source`` is one of the layouts (docs/evaluation.md):
 
-    * a folder of ``<task>/`` subsets saved with ``datasets`` (``save_to_disk``), split ``test``;
+    * a local clone of the dataset repository ``TIGER-Lab/MMEB-eval``: a ``README.md`` whose YAML front matter lists
+      one config per subset (``<subset>/test-*.parquet``), read with ``datasets.load_dataset(source, <subset>,
+      split="test")``; its images are under ``<source>/eval_images`` (the unzipped ``images.zip``) unless
+      ``image_dir`` says otherwise;
+    * a folder of ``<task>/`` subsets saved with ``datasets`` (``save_to_disk``), or of ``<task>/`` folders of
+      ``test-*.parquet`` / ``.jsonl`` files, split ``test``;
     * a folder of ``<task>.jsonl`` files (mini-MMEB's MMEB export, ``export_mmeb_files(...)/eval``; an export root
       holding ``eval/`` is accepted and its images are relative to that root);
-    * anything ``datasets.load_dataset(source, <task>, split="test")`` reads: ``TIGER-Lab/MMEB-eval`` on the Hub
-      or a local clone of it.
+    * a Hub id that ``datasets.load_dataset(source, <task>, split="test")`` reads (``TIGER-Lab/MMEB-eval``).
 
     With a folder, the datasets are those present (known ones in MMEB order, then the rest sorted); with a Hub id,
-    the 36 of ``tasks``. ``image_dir`` is the root of the relative image paths (MMEB-eval's unzipped images).
+    the 36 of ``tasks``. ``names`` keeps only those datasets (an unknown name is a ``ValueError`` listing the
+    available ones). ``image_dir`` is the root of the relative image paths.
     """
     root = Path(source)
     known = {task.name: task for task in tasks}
     if (root / "eval").is_dir() and not any(root.glob("*.jsonl")):
         image_dir, root = image_dir or str(root), root / "eval"
     if root.is_dir():
-        from unime_v2.data_builders.sources import data_files
+        configs = _clone_configs(root)
+        if configs:
+            image_dir = image_dir or str(root / "eval_images")
+            found: dict[str, Any] = dict.fromkeys(configs, root)
+        else:
+            from unime_v2.data_builders.sources import data_files
 
-        names = {p.stem: p for p in data_files(root)}
-        names.update({p.name: p for p in root.iterdir() if p.is_dir() and _is_saved_dataset(p)})
-        if not names:
-            raise FileNotFoundError(
-                f"{source}: no MMEB-eval datasets (<task>/ saved subsets or <task>.jsonl/.json/.csv/.parquet files)"
+            found = {p.stem: p for p in data_files(root)}
+            found.update(
+                {p.name: p for p in root.iterdir() if p.is_dir() and (_is_saved_dataset(p) or data_files(p, "test"))}
             )
-        order = [t.name for t in tasks if t.name in names] + sorted(set(names) - set(known))
-        return [_mmeb_source(n, names[n], image_dir, known.get(n)) for n in order]
+        if not found:
+            raise FileNotFoundError(
+                f"{source}: no MMEB-eval datasets (a README.md listing the subsets as configs, as the "
+                "TIGER-Lab/MMEB-eval repository has; <task>/ subsets; or <task>.jsonl/.json/.csv/.parquet files)"
+            )
+        order = [t.name for t in tasks if t.name in found] + sorted(set(found) - set(known))
+        order = _selected(order, names, source)
+        if configs:
+            return [_clone_source(n, root, image_dir, known.get(n)) for n in order]
+        return [_mmeb_source(n, found[n], image_dir, known.get(n)) for n in order]
 
     from unime_v2.data_builders.sources import UnreadableSourceError, looks_local
 
     if looks_local(source):
         raise UnreadableSourceError(
-            f"{source}: no such folder; MMEB-eval is a folder of <task>/ saved subsets or <task>.jsonl/.json/.csv/"
-            ".parquet files, or a Hub dataset id"
+            f"{source}: no such folder; MMEB-eval is a folder of <task>/ subsets or <task>.jsonl/.json/.csv/.parquet "
+            "files, a clone of TIGER-Lab/MMEB-eval, or a Hub dataset id"
         )
+    order = _selected([t.name for t in tasks], names, source, allow_unknown=True)
+    return [_clone_source(n, source, image_dir, known.get(n), f"{source}:{n}") for n in order]
 
-    def hub_loader(task: MMEBTask) -> Callable[[], MMEBDataset]:
-        def load() -> MMEBDataset:
-            from datasets import load_dataset
 
-            return mmeb_dataset(task.name, load_dataset(source, task.name, split="test"), image_dir, task)
+def _clone_configs(root: Path) -> list[str]:
+    """The configs a dataset repository's ``README.md`` lists (empty when it lists none or there is no README)."""
+    if not (root / "README.md").is_file():
+        return []
+    from datasets import get_dataset_config_names
 
-        return load
+    try:
+        configs = get_dataset_config_names(str(root))
+    except Exception as error:  # datasets raises its own types for a README it cannot parse
+        raise ValueError(f"{root}: cannot read the subsets its README.md lists ({error})") from error
+    return [] if configs == ["default"] else list(configs)
 
-    return [DatasetSource("mmeb", t.name, hub_loader(t), f"{source}:{t.name}") for t in tasks]
+
+def _selected(order: list[str], names: Sequence[str] | None, source: str, allow_unknown: bool = False) -> list[str]:
+    if not names:
+        return order
+    missing = [n for n in names if n not in order]
+    if missing and not allow_unknown:
+        raise ValueError(f"{source}: no MMEB-eval dataset(s) {missing}; it has {order}")
+    return [n for n in order if n in names] + (missing if allow_unknown else [])
+
+
+def _clone_source(
+    name: str, repo: str | Path, image_dir: str | None, task: MMEBTask | None, origin: str | None = None
+) -> DatasetSource:
+    """A subset read with ``datasets.load_dataset(repo, name, split="test")`` (a clone or a Hub id)."""
+
+    def load() -> MMEBDataset:
+        from datasets import load_dataset
+
+        return mmeb_dataset(name, load_dataset(str(repo), name, split="test"), image_dir, task)
+
+    return DatasetSource("mmeb", name, load, origin or f"{repo}:{name}")
 
 
 def _mmeb_source(name: str, path: Path, image_dir: str | None, task: MMEBTask | None) -> DatasetSource:

@@ -69,10 +69,18 @@ class EvaluationArguments:
     )
     mmeb_eval: str | None = field(
         default=None,
-        metadata={"help": "MMEB-eval: TIGER-Lab/MMEB-eval (or a clone), a folder of <task>/ save_to_disk subsets, or "
-                  "a folder of <task>.jsonl files (mini-MMEB's export)."},
+        metadata={"help": "MMEB-eval: TIGER-Lab/MMEB-eval or a local clone of it (README listing the subsets, "
+                  "<subset>/test-*.parquet, eval_images/), a folder of <task>/ subsets, or a folder of <task>.jsonl "
+                  "files (mini-MMEB's export)."},
     )  # fmt: skip
-    image_root: str | None = field(default=None, metadata={"help": "Root of MMEB-eval's relative image paths."})
+    image_root: str | None = field(
+        default=None,
+        metadata={"help": "Root of MMEB-eval's relative image paths (default for a clone: <clone>/eval_images)."},
+    )
+    mmeb_tasks: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated MMEB-eval datasets to evaluate (default: every one --mmeb_eval has)."},
+    )
     retrieval_dir: str | None = field(
         default=None,
         metadata={"help": "The authors' data/ folder: flickr30k_test, coco_test, shareGPT4v, Urban1k, sugar-crepe, "
@@ -210,7 +218,8 @@ def suite_sources(args: EvaluationArguments) -> dict[str, list[DatasetSource]]:
             sources[suite] += mmeb_sources_from_rows(rows) if suite == "mmeb" else []
             sources[suite] += [s for s in companions if s.suite == suite]
     if args.mmeb_eval and "mmeb" in sources:
-        sources["mmeb"] += mmeb_eval_sources(args.mmeb_eval, args.image_root)
+        names = [n.strip() for n in args.mmeb_tasks.split(",") if n.strip()] if args.mmeb_tasks else None
+        sources["mmeb"] += mmeb_eval_sources(args.mmeb_eval, args.image_root, names=names)
     if args.retrieval_dir:
         if "retrieval" in sources:
             sources["retrieval"] += retrieval_sources(args.retrieval_dir)
