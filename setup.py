@@ -24,6 +24,7 @@ SUBPACKAGES = (
     "trainers.reranker",
 )
 FAISS_CPU = "faiss-cpu>=1.9"
+MTEB = "mteb>=2.0,<3"
 # ZeRO-2 recipes; in dev for tests/trainers/test_deepspeed_zero2.py (CPU accelerator over gloo). An sdist that
 # builds a pure-Python wheel without torch or a GPU (~15 s); its ops compile on first use (docs/training.md).
 DEEPSPEED = "deepspeed>=0.16"
@@ -79,8 +80,10 @@ setup(
             # tests/data_builders/formats/test_exports.py runs its collator and DistillKLDivLoss (~10 s to install;
             # 6.6 MB, plus scikit-learn 51 MB)
             "sentence-transformers>=6",
+            MTEB,  # tests/trainers/evaluation/test_mteb.py (~270 MB installed, mostly polars' runtime)
         ],
         "deepspeed": [DEEPSPEED],
+        "mteb": [MTEB],  # trainers/evaluation/mteb_model.py (docs/evaluation.md, "MTEB")
     },
     classifiers=["Programming Language :: Python :: 3"],
 )

@@ -14,6 +14,7 @@ import inspect
 import json
 import multiprocessing
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,34 @@ def require_grads_from_trained_inputs(model: PreTrainedModel) -> None:
     model._require_grads_hooks = hooks
 
 
+def save_sentence_transformers_files(
+    save_directory: str, st_config: Mapping[str, Any], loaded_from: str | None = None
+) -> None:
+    """Write ``modules.json``, ``config_sentence_transformers.json`` and the sentence-transformers module files
+    (``st_config["files"]``, their class ``st_config["module"]``), so ``SentenceTransformer`` / ``CrossEncoder``
+    (``trust_remote_code=True``) load the folder (README, "Use with sentence-transformers"). The module files are
+    copied from beside this file, else from the local folder the model was loaded from (``loaded_from``); where
+    neither has them (remote code run from a Hub cache), nothing is written and a warning says so."""
+    st_config = dict(st_config)
+    files, module = st_config.pop("files"), st_config.pop("module")
+    sources = [os.path.dirname(os.path.abspath(__file__))]
+    if loaded_from and os.path.isdir(loaded_from):
+        sources.append(loaded_from)
+    source = next((d for d in sources if all(os.path.isfile(os.path.join(d, name)) for name in files)), None)
+    if source is None:
+        logger.warning(f"{', '.join(files)} not found next to the model code: no sentence-transformers files saved")
+        return
+    for name in files:
+        if os.path.abspath(os.path.join(source, name)) != os.path.abspath(os.path.join(save_directory, name)):
+            shutil.copyfile(os.path.join(source, name), os.path.join(save_directory, name))
+    class_ref = f"{files[0].removesuffix('.py')}.{module}"
+    modules = [{"idx": 0, "name": "0", "path": "", "type": class_ref}]
+    with open(os.path.join(save_directory, "modules.json"), "w", encoding="utf-8") as file:
+        json.dump(modules, file, indent=2)
+    with open(os.path.join(save_directory, "config_sentence_transformers.json"), "w", encoding="utf-8") as file:
+        json.dump(st_config, file, indent=2)
+
+
 class RemoteCodeSaving:
     """``save_pretrained`` for UniME-V2 models: weights, config, this remote code (``auto_map``) and ``processor``."""
 
@@ -125,6 +154,15 @@ class RemoteCodeSaving:
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.processor is not None and kwargs.get("is_main_process", True):
             self.processor.save_pretrained(save_directory)
+        if kwargs.get("is_main_process", True):
+            save_sentence_transformers_files(
+                save_directory, self.sentence_transformers_config(), getattr(self.config, "_name_or_path", None)
+            )
+
+    def sentence_transformers_config(self) -> dict[str, Any]:
+        """What ``config_sentence_transformers.json`` holds, plus ``module`` (the class ``modules.json`` names) and
+        ``files`` (the module's file first, then the sentence-transformers files it imports)."""
+        raise NotImplementedError
 
 
 class UniMEV2PreTrainedModel(PreTrainedModel):
@@ -356,6 +394,18 @@ class UniMEV2Model(RemoteCodeSaving, UniMEV2PreTrainedModel):
         self.train(was_training)
         embeddings = torch.cat(chunks)
         return embeddings.numpy() if convert_to_numpy and not convert_to_tensor else embeddings
+
+    def sentence_transformers_config(self) -> dict[str, Any]:
+        """sentence-transformers settings: ``prompts`` are the query/document instructions of :meth:`encode_query`
+        and :meth:`encode_document`, cosine similarity."""
+        return {
+            "module": "UniMEV2STEmbedder",
+            "files": ["sentence_transformers_unime_v2.py"],
+            "model_type": "SentenceTransformer",
+            "prompts": {"query": self.config.query_instruction, "document": self.config.candidate_instruction},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        }
 
     def encode_query(self, inputs: Any, instruction: str | None = None, **kwargs: Any) -> Any:
         """Embed queries in the sentence-transformers manner: texts (``str``), images (PIL image or

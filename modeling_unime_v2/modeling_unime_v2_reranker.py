@@ -237,6 +237,18 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
         return processor.inputs([piece])
 
     # ----------------------------------------------------------------------------------------- user API
+    def sentence_transformers_config(self) -> dict[str, Any]:
+        """sentence-transformers settings: a ``CrossEncoder`` whose ``predict`` is :meth:`score`'s P(Yes) (the
+        module's scores are P(Yes), so the activation is the identity)."""
+        return {
+            "module": "UniMEV2STReranker",
+            "files": ["sentence_transformers_unime_v2_reranker.py", "sentence_transformers_unime_v2.py"],
+            "model_type": "CrossEncoder",
+            "prompts": {},
+            "default_prompt_name": None,
+            "activation_fn": "torch.nn.modules.linear.Identity",
+        }
+
     @torch.no_grad()
     def score(
         self, query: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]], batch_size: int | None = None
