@@ -18,13 +18,14 @@ folder itself, resumption, Hub upload) are left out (:data:`HARMLESS_KEYS`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from unime_v2.data_builders.storage import content_hash
 
 
 RUN_FILE = "unime_v2_run.json"
@@ -128,7 +129,7 @@ def _jsonable(value: Any) -> Any:
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
     """A short hash of ``settings`` (order-independent)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_hash(json.dumps(settings, sort_keys=True, default=str))[:16]
 
 
 def read_run(folder: str | Path) -> dict[str, Any] | None:
@@ -240,10 +241,8 @@ def resume_checkpoint(args: Any, same_run: bool) -> str | None:
 
     from .data import resolve_resume_checkpoint
 
-    value = args.resume_from_checkpoint
-    explicit = value is not None and value.lower() not in ("", "false", "none")
-    checkpoint = resolve_resume_checkpoint(args) if explicit else None
-    if not explicit and same_run and Path(args.output_dir).is_dir():
+    checkpoint = resolve_resume_checkpoint(args)
+    if checkpoint is None and same_run and Path(args.output_dir).is_dir():
         checkpoint = get_last_checkpoint(args.output_dir)
     if checkpoint is not None and args.should_log:
         origin = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..formats.mined import repeat_to
+from ..formats.mined import FALLBACK_SCORE, repeat_to
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class HardNegativeSampler:
         num_negatives: int = 10,
         interval: int = 5,
         seed: int = 0,
-        fallback_score: float = 1.0,
+        fallback_score: float = FALLBACK_SCORE,
         window: CandidateWindow = CandidateWindow(),
     ):
         if num_negatives < 1:
