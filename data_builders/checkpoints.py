@@ -20,6 +20,15 @@ from unime_v2.modeling_unime_v2 import UniMEV2Model
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def saved_model_type(path: str, **hub: object) -> str | None:
+    """The ``model_type`` in a checkpoint's ``config.json``, read without running any of its code: a saved UniME-V2
+    reranker or embedder need not carry its remote code files (the shipped tiny judge does not; the installed
+    package's classes load it)."""
+    from transformers import PretrainedConfig
+
+    return PretrainedConfig.get_config_dict(path, **hub)[0].get("model_type")
+
+
 def load_embedder(
     path: str,
     prompt_format: str = "official",

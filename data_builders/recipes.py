@@ -22,13 +22,15 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from .storage import atomic_directory
-from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone, shipped_tiny_vlm
+from .tiny_backbones import BACKBONE_KINDS, build_tiny_backbone, shipped_tiny_judge, shipped_tiny_vlm
 
 
 TINY_PREFIX = "tiny:"
 PRETRAINED_TINY = "tiny:pretrained"
+TINY_JUDGE = "tiny:judge"
 MINI_MMEB = "mini_mmeb"
 ORACLE_MINI_MMEB = "oracle:mini_mmeb"
+LABELS_MINI_MMEB = "labels:mini_mmeb"
 CACHE_ENV = "UNIME_V2_CACHE"
 
 
@@ -55,13 +57,16 @@ def resolve_backbone(
     """A checkpoint folder or Hub id for ``spec``: as is, or a ``tiny:`` backbone built once into the cache.
 
     Args:
-        spec: a folder, a Hub id, or ``tiny:<kind>[:<seed>]``.
+        spec: a folder, a Hub id, ``tiny:<kind>[:<seed>]``, ``tiny:pretrained`` (the shipped tiny VLM) or
+            ``tiny:judge`` (the shipped tiny judge).
         cache_dir: the cache root (default :func:`default_cache_dir`).
         main_process_first: a context-manager factory (``PartialState().main_process_first``) so that only the
             main process builds under a multi-process launch; the others wait and reuse the folder.
     """
     if spec == PRETRAINED_TINY:
         return str(shipped_tiny_vlm())
+    if spec == TINY_JUDGE:
+        return str(shipped_tiny_judge())
     parsed = parse_tiny_spec(spec)
     if parsed is None:
         return spec

@@ -264,3 +264,14 @@ def shipped_tiny_vlm(kind: str = "qwen2_vl") -> Path:
             f"no shipped tiny VLM for {kind!r} at {path}; make one with examples/pretrain_tiny_vlm.py"
         )
     return path
+
+
+def shipped_tiny_judge() -> Path:
+    """Folder of the tiny instruct judge shipped in the repository: the miniature of the paper's Qwen2.5-VL-7B
+    judge, a tiny Qwen2.5-VL about three times the shipped VLM's parameters, made by ``examples/make_tiny_judge.py``
+    from training facts only (``docs/tiny_judge.md``: how, its size and its measured agreement with the oracle). It
+    loads as a :class:`~unime_v2.modeling_unime_v2.UniMEV2Reranker` in the judge layout."""
+    path = ASSETS / "tiny_judge_qwen25vl"
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"no shipped tiny judge at {path}; make one with examples/make_tiny_judge.py")
+    return path

@@ -4,18 +4,22 @@
     python examples/quickstart.py --output_dir runs/qs_small --size small      # a few minutes: the CI test's size
     python examples/quickstart.py --output_dir runs/quickstart --overwrite     # start over (else: resume)
 
-Stages, each the project's own script on the shipped pretrained tiny Qwen2-VL (data_builders/assets):
-data (training queries, disjoint in facts from the held-out rows) -> seed embedder (InfoNCE, the VLM2Vec role) ->
-judge (pairwise Yes/No fine-tuning; agreement with mini-MMEB's oracle reported, never trained on) -> mining
-(global retrieval, judge scores, sampling) -> UniME-V2 and the reranker on the mined data -> evaluation of the
-untrained VLM, the seed embedder, UniME-V2 and UniME-V2 + reranker. Writes ``summary.md`` / ``summary.json``.
+Stages, each the project's own script, on the shipped pretrained tiny Qwen2-VL (the embedder's base) and the shipped
+tiny instruct judge (a tiny Qwen2.5-VL three times its size, never trained inside the run, as in the paper;
+data_builders/assets, docs/tiny_judge.md): data (training queries and a candidate corpus of their near-misses,
+disjoint in facts from the held-out rows) -> seed embedder (InfoNCE, the VLM2Vec role) -> the judge measured against
+mini-MMEB's oracle on held-out rows (it measures, it never trains) -> mining (global retrieval over the corpus and
+the positives, judge scores, sampling) -> UniME-V2, and the reranker trained from the judge, on the mined data ->
+evaluation of the untrained VLM, the seed embedder, UniME-V2 and UniME-V2 + reranker. Writes ``summary.md`` /
+``summary.json``.
 
-Every stage writes under ``output_dir/<stage>/`` and, once it succeeded, a ``.done`` file there; a rerun skips the
-finished stages (``overwrite`` starts over). The folder records its run in ``unime_v2_run.json``: a folder holding
-another quickstart (other ``seed`` / ``size``) or another kind of artifact is refused unless ``--overwrite``
-(docs/training.md, "One run per output folder"). Every figure of the final table is read back from the stages' own
-output files (``results.json`` of ``examples/evaluate.py``, ``judge_training.json``, the mining report), never
-computed here.
+Independent stages run side by side, one torch thread each (``--lanes``, default: up to 2 on a 2-core machine: what
+is fastest for models this small). Every stage writes under ``output_dir/<stage>/`` and, once it succeeded, a
+``.done`` file there; a rerun skips the finished stages (``overwrite`` starts over). The folder records its run in
+``unime_v2_run.json``: a folder holding another quickstart (other ``seed`` / ``size``) or another kind of artifact
+is refused unless ``--overwrite`` (docs/training.md, "One run per output folder"). Every figure of the final table is
+read back from the stages' own output files (``results.json`` of ``examples/evaluate.py``, ``judge_quality.json``,
+the mining report), never computed here.
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unime_v2.data_builders.mini_mmeb import task_table
 from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
-from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
+from unime_v2.data_builders.tiny_backbones import shipped_tiny_judge, shipped_tiny_vlm
 from unime_v2.hub_cards.markdown import markdown_grid
 from unime_v2.trainers.arguments import RecipeParser
+from unime_v2.trainers.evaluation.judge_quality import HELDOUT_HEADER, format_heldout_table
 from unime_v2.trainers.run_folder import claim_output_dir, run_settings
 
 
@@ -45,8 +51,6 @@ SIZES: dict[str, dict[str, Any]] = {
     "default": {
         "train_per_task": 1000,
         "seed_steps": 300,
-        "judge_pairs": 1800,
-        "judge_steps": 600,
         "mine_per_task": 300,
         "top_k": 30,
         "unime_v2_steps": 300,
@@ -58,8 +62,6 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {
         "train_per_task": 64,
         "seed_steps": 30,
-        "judge_pairs": 120,
-        "judge_steps": 30,
         "mine_per_task": 16,
         "top_k": 12,
         "unime_v2_steps": 12,
@@ -70,6 +72,20 @@ SIZES: dict[str, dict[str, Any]] = {
     },
 }
 STAGES = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed", "eval_unime_v2")
+DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "seed": (),
+    "judge": (),
+    "eval_pretrained": (),
+    "mine": ("data", "seed"),
+    "eval_seed": ("seed",),
+    "unime_v2": ("mine",),
+    "reranker": ("mine",),
+    "eval_unime_v2": ("unime_v2", "reranker"),
+}
+"""What each stage reads from the others; independent stages run side by side."""
+PRIORITY = ("seed", "data", "mine", "reranker", "unime_v2", "eval_unime_v2", "judge", "eval_seed", "eval_pretrained")
+"""Which ready stage starts first: the longest chain (seed -> mine -> reranker -> evaluation) before the rest."""
 
 
 @dataclass
@@ -80,15 +96,25 @@ class QuickstartArguments:
     seed: int = field(default=0, metadata={"help": "Seeds the data, every training run and the mining draws."})
     size: str = field(default="default", metadata={"help": f"Preset of steps and data sizes: {' | '.join(SIZES)}."})
     overwrite: bool = field(default=False, metadata={"help": "Start over instead of reusing finished stages."})
+    lanes: int = field(
+        default=min(2, os.cpu_count() or 1),
+        metadata={"help": "Stages run side by side, one torch thread each (default: up to 2, the CPU count)."},
+    )
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"--size {self.size!r}; choose one of {tuple(SIZES)}")
+        if self.lanes < 1:
+            raise ValueError(f"--lanes must be >= 1, got {self.lanes}")
 
 
-def run_stage(name: str, command: Sequence[str] | None, out: Path, work: Any = None) -> float:
+_PRINT = threading.Lock()
+
+
+def run_stage(name: str, command: Sequence[str] | None, out: Path, work: Any = None, tag: bool = False) -> float:
     """Run one stage (a script in a subprocess, output streamed and logged, or ``work()`` in-process) unless its
-    ``.done`` marker exists; returns the seconds it took (0 when reused)."""
+    ``.done`` marker exists; returns the seconds it took (0 when reused). ``tag``: prefix the streamed lines with
+    the stage's name (stages running side by side)."""
     done = out / name / ".done"
     if done.exists():
         print(f"\n=== {name}: reusing {done.parent}", flush=True)
@@ -100,30 +126,68 @@ def run_stage(name: str, command: Sequence[str] | None, out: Path, work: Any = N
         work()
     else:
         print(f"\n=== {name}: {' '.join(command)}", flush=True)
-        _stream(name, command, out / "logs" / f"{name}.log")
+        _stream(name, command, out / "logs" / f"{name}.log", f"[{name}] " if tag else "")
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(f"{time.time() - start:.1f}\n")
     return time.time() - start
 
 
-def _stream(name: str, command: Sequence[str], log_path: Path) -> None:
+def _stream(name: str, command: Sequence[str], log_path: Path, prefix: str = "") -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread per process is fastest on a small CPU
     with open(log_path, "w") as log:
         process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in process.stdout:
-            sys.stdout.write(line)
+            with _PRINT:
+                sys.stdout.write(prefix + line)
             log.write(line)
         if process.wait() != 0:
             raise SystemExit(f"stage {name!r} failed (exit {process.returncode}); see {log_path}")
 
 
+def run_stages(run: Callable[[str, bool], float], lanes: int) -> dict[str, float]:
+    """Run every stage of :data:`STAGES` once its :data:`DEPENDENCIES` are done, up to ``lanes`` at a time (ready
+    stages in :data:`PRIORITY` order); ``run(name, tagged)`` runs one. A failed stage lets the running ones finish,
+    starts no other, and is raised. Returns the seconds of each stage."""
+    seconds: dict[str, float] = {}
+    pending = list(PRIORITY)
+    running: dict[Future, str] = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        while pending or running:
+            ready = [n for n in pending if all(d in seconds for d in DEPENDENCIES[n])] if failure is None else []
+            for name in ready[: lanes - len(running)]:
+                pending.remove(name)
+                running[pool.submit(run, name, lanes > 1)] = name
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                else:
+                    seconds[name] = round(future.result(), 1)
+    if failure is not None:
+        raise failure
+    return {name: seconds[name] for name in STAGES}
+
+
+def _train_rows(seed: int, per_task: int) -> Any:
+    """The first ``per_task`` training queries of each in-distribution task (each with its training list: the
+    positive and 10 candidates, hard distractors among them), disjoint in facts from the first
+    ``HELDOUT_RESERVE`` held-out queries of every task (more than any evaluation here uses)."""
+    from unime_v2.data_builders.formats.training_records import HELDOUT_RESERVE
+
+    train, _ = mini_mmeb_splits(seed, per_task, HELDOUT_RESERVE, 2, {"tasks": list(TASKS)})
+    return train
+
+
 def write_mining_source(target: Path, seed: int, per_task: int) -> None:
-    """The (query, positive) records to mine, in MMEB-train columns: the first ``per_task`` training queries of each
-    in-distribution task (disjoint in facts from every held-out row; ``mini_mmeb/splits.py``)."""
+    """The (query, positive) records to mine, in MMEB-train columns (:func:`_train_rows`)."""
     from datasets import Dataset, Features, Image, Value
 
-    train, _ = mini_mmeb_splits(seed, per_task, 1, 2, {"tasks": list(TASKS)})
+    raw = _train_rows(seed, per_task).with_format("arrow")[:].to_pylist()  # images stay encoded bytes
     features = Features(
         {
             "qry": Value("string"),
@@ -133,7 +197,6 @@ def write_mining_source(target: Path, seed: int, per_task: int) -> None:
             "dataset": Value("string"),
         }  # fmt: skip
     )
-    raw = train.with_format("arrow")[:].to_pylist()  # images stay encoded bytes
     columns = {
         "qry": [r["qry_text"] for r in raw],
         "qry_image": [r["qry_image"] for r in raw],
@@ -144,10 +207,38 @@ def write_mining_source(target: Path, seed: int, per_task: int) -> None:
     Dataset.from_dict(columns, features=features).save_to_disk(str(target))
 
 
+def write_corpus(target: Path, seed: int, per_task: int) -> None:
+    """The candidate corpus the quickstart mines against, beside the positives: every other candidate of the mined
+    queries' training lists — one-edit variants of their positives (near-misses) and targets of other training
+    facts — as a real collection holds look-alikes of what is searched for (``id``, ``text``, ``image``).
+    Duplicates are kept; mining counts and drops them."""
+    from datasets import Dataset, Features, Image, Value
+
+    ids, texts, images = [], [], []
+    for index, row in enumerate(_train_rows(seed, per_task).with_format("arrow")[:].to_pylist()):
+        for j in range(1, len(row["tgt_text"])):
+            ids.append(f"{row['dataset']}-{index}-{j}-{row['tgt_kind'][j]}")
+            texts.append(row["tgt_text"][j] or "")
+            images.append(row["tgt_image"][j])
+    features = Features({"id": Value("string"), "text": Value("string"), "image": Image()})
+    Dataset.from_dict({"id": ids, "text": texts, "image": images}, features=features).save_to_disk(str(target))
+
+
+def write_data(out: Path, seed: int, per_task: int) -> None:
+    """The data stage: the mining source (``data/train``) and the candidate corpus (``data/corpus``)."""
+    write_mining_source(out / "data" / "train", seed, per_task)
+    write_corpus(out / "data" / "corpus", seed, per_task)
+
+
 def stage_commands(args: QuickstartArguments, examples: Path) -> dict[str, list[str] | None]:
     """The command line of every stage (``None``: an in-process stage)."""
     out, size, python = Path(args.output_dir).resolve(), SIZES[args.size], sys.executable
-    vlm, seed, configs = str(shipped_tiny_vlm()), str(args.seed), examples / "configs"
+    vlm, judge, seed, configs = (
+        str(shipped_tiny_vlm()),
+        str(shipped_tiny_judge()),
+        str(args.seed),
+        examples / "configs",
+    )
     logging = ["--logging_steps", str(size["logging_steps"])]
     train = [python, str(examples / "train.py"), *logging]
     evaluation = [
@@ -161,19 +252,17 @@ def stage_commands(args: QuickstartArguments, examples: Path) -> dict[str, list[
         "seed": [*train, "--config", str(configs / "quickstart" / "seed.yaml"), "--backbone", vlm,
                  "--output_dir", str(out / "seed"), "--seed", seed, "--mini_mmeb_seed", seed,
                  "--mini_mmeb_train_per_task", str(size["train_per_task"]), "--max_steps", str(size["seed_steps"])],
-        "judge": [python, str(examples / "train_reranker.py"), "--config", str(configs / "quickstart" / "judge.yaml"),
-                  "--backbone", vlm, "--output_dir", str(out / "judge"), "--mini_mmeb_config", json.dumps({"tasks": list(IND_TASKS)}),
-                  "--seed", seed, "--data_seed", seed, "--mini_mmeb_seed", seed,
-                  "--mini_mmeb_train_per_task", str(size["judge_pairs"] // len(IND_TASKS)),
-                  "--max_steps", str(size["judge_steps"]), "--mini_mmeb_test_per_task", str(size["eval_rows"])],
+        "judge": [python, str(examples / "measure_judge.py"), "--judge", judge, "--output_dir", str(out / "judge"),
+                  "--mini_mmeb_seed", seed, "--rows_per_task", str(size["eval_rows"]), "--tasks", *IND_TASKS],
         "mine": [python, str(examples / "mine.py"), "--config", str(configs / "quickstart" / "mine.yaml"),
-                 "--data", str(out / "data" / "train"), "--embedder", str(out / "seed"), "--judge", str(out / "judge"),
+                 "--data", str(out / "data" / "train"), "--corpus", str(out / "data" / "corpus"),
+                 "--embedder", str(out / "seed"), "--judge", judge,
                  "--output_dir", str(out / "mine"), "--seed", seed, "--top_k", str(size["top_k"])],
         "unime_v2": [*train, "--config", str(configs / "quickstart" / "unime_v2.yaml"), "--backbone", vlm,
                      "--train_data", str(out / "mine" / "dataset"), "--output_dir", str(out / "unime_v2"),
                      "--seed", seed, "--max_steps", str(size["unime_v2_steps"])],
         "reranker": [python, str(examples / "train_reranker.py"), *logging, "--config", str(configs / "quickstart" / "reranker.yaml"),
-                     "--backbone", vlm, "--train_data", str(out / "mine" / "dataset"),
+                     "--backbone", judge, "--train_data", str(out / "mine" / "dataset"),
                      "--output_dir", str(out / "reranker"), "--seed", seed,
                      "--max_steps", str(size["reranker_steps"])],
         "eval_pretrained": [*evaluation, "--model", vlm, "--prompt_format", "chat", "--output_dir", str(out / "eval_pretrained")],
@@ -188,16 +277,19 @@ def run_quickstart(args: QuickstartArguments, examples: Path) -> dict[str, Any]:
     out = Path(args.output_dir).resolve()
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    if claim_output_dir(out, "quickstart", "examples/quickstart.py", run_settings(args)):
+    settings = {k: v for k, v in run_settings(args).items() if k != "lanes"}  # lanes change the speed only
+    if claim_output_dir(out, "quickstart", "examples/quickstart.py", settings):
         print(f"resuming quickstart in {out}: finished stages are reused", flush=True)
     commands = stage_commands(args, examples)
-    size = SIZES[args.size]
-    source = out / "data" / "train"
-    seconds = {}
-    for name in STAGES:
-        work = (lambda: write_mining_source(source, args.seed, size["mine_per_task"])) if name == "data" else None
-        seconds[name] = round(run_stage(name, commands[name], out, work), 1)
-    summary = build_summary(out, seconds, args)
+    per_task = SIZES[args.size]["mine_per_task"]
+
+    def run(name: str, tagged: bool) -> float:
+        work = (lambda: write_data(out, args.seed, per_task)) if name == "data" else None
+        return run_stage(name, commands[name], out, work, tag=tagged)
+
+    start = time.time()
+    seconds = run_stages(run, args.lanes)
+    summary = build_summary(out, seconds, args, wall=round(time.time() - start, 1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary) + "\n")
     return summary
@@ -236,8 +328,11 @@ def _companions(suites: Mapping[str, Any], rerank: bool = False) -> dict[str, fl
     return out
 
 
-def build_summary(out: Path, seconds: Mapping[str, float], args: QuickstartArguments) -> dict[str, Any]:
-    """Every figure of the quickstart, read from the stages' output files."""
+def build_summary(
+    out: Path, seconds: Mapping[str, float], args: QuickstartArguments, wall: float | None = None
+) -> dict[str, Any]:
+    """Every figure of the quickstart, read from the stages' output files. ``wall``: this call's seconds from the
+    first stage to the last (stages run side by side, so less than their sum; ``None`` when not measured)."""
     rows, others = [], {}
     for stage, name in (("eval_pretrained", "pretrained tiny VLM (no training)"), ("eval_seed", "seed embedder"),
                         ("eval_unime_v2", "UniME-V2")):  # fmt: skip
@@ -248,16 +343,24 @@ def build_summary(out: Path, seconds: Mapping[str, float], args: QuickstartArgum
         if results.get("reranker"):
             rows.append(_mmeb_row("UniME-V2 + reranker", suites.get("mmeb", {}).get("metrics", {}), "rerank/"))
             others["UniME-V2 + reranker"] = _companions(suites, rerank=True)
-    judge = _read(out / "judge" / "judge_training.json")
+    judge = _read(out / "judge" / "judge_quality.json")
     mined = _read(out / "mine" / "report.json")
     return {
-        "settings": {"seed": args.seed, "size": args.size, **SIZES[args.size], "tasks": list(TASKS)},
+        "settings": {
+            "seed": args.seed,
+            "size": args.size,
+            "lanes": args.lanes,
+            **SIZES[args.size],
+            "tasks": list(TASKS),
+        },  # fmt: skip
         "seconds": dict(seconds),
         "total_seconds": round(sum(seconds.values()), 1),
+        "wall_seconds": wall,
         "mmeb": rows,
         "companions": others,
-        "judge": {k: judge.get(k, {}) for k in ("before", "after")},
+        "judge": {"checkpoint": judge.get("judge"), "after": judge.get("after", {})},
         "mining": mined.get("counts", {}),
+        "mining_judge_health": {k: v for k, v in mined.get("judge_health", {}).items() if k != "thresholds"},
     }
 
 
@@ -272,21 +375,16 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     if keys:
         comp = [[name, *[values.get(k, "") for k in keys]] for name, values in summary["companions"].items()]
         parts += ["### Companion sets (retrieval R@1, SugarCrepe accuracy)", markdown_grid(["model", *keys], comp)]
-    after = summary["judge"].get("after", {}).get("heldout_in_pool", {})
-    before = summary["judge"].get("before", {}).get("heldout_in_pool", {})
+    after = summary["judge"].get("after", {})
     if after:
-        per = after.get("per_dataset", {})
-        judge_rows = [["all IND tasks", "", before.get("auc", ""), after.get("auc", "")]]
-        meta = {row["dataset"]: row["meta_task"] for row in task_table()}
-        for name in sorted(per, key=lambda n: (meta.get(n, ""), n)):
-            earlier = before.get("per_dataset", {}).get(name, {}).get("auc", "")
-            judge_rows.append([name, meta.get(name, ""), earlier, per[name].get("auc", "")])
-        parts += ["### Judge agreement with the oracle (AUC, held-out queries)",
-                  markdown_grid(["tasks", "meta-task", "before fine-tuning", "after"], judge_rows)]  # fmt: skip
+        parts += ["### The judge against the oracle (held-out rows of the IND tasks; 10 negatives per query)",
+                  markdown_grid(HELDOUT_HEADER, format_heldout_table(after))]  # fmt: skip
     mining = summary["mining"]
     if mining:
         parts += ["### Mining", markdown_grid(["count", "value"], [[k, v] for k, v in mining.items()])]
-    timing = [[name, value] for name, value in summary["seconds"].items()] + [["total", summary["total_seconds"]]]
+    timing = [[name, value] for name, value in summary["seconds"].items()] + [["sum", summary["total_seconds"]]]
+    if summary.get("wall_seconds") is not None:
+        timing.append([f"wall ({summary['settings'].get('lanes', 1)} stages side by side)", summary["wall_seconds"]])
     parts += ["### Seconds per stage", markdown_grid(["stage", "seconds"], timing)]
     return "\n\n".join(parts)
 

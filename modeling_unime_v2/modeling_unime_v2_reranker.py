@@ -26,11 +26,11 @@ from .configuration_unime_v2 import BACKBONE_NO_SPLIT_MODULES
 from .configuration_unime_v2_reranker import RERANK_PAIR_PROMPT_RELEASED, UniMEV2RerankerConfig
 from .modeling_unime_v2 import (
     RemoteCodeSaving,
-    _hub_kwargs,
     load_supported_vlm,
     pop_config_fields,
     require_grads_from_trained_inputs,
 )
+from .processing_unime_v2 import processor_kwargs
 from .processing_unime_v2_reranker import EncodedPairs, UniMEV2RerankerProcessor
 from .scoring_unime_v2 import JudgeScorer
 
@@ -149,7 +149,9 @@ class UniMEV2Reranker(RemoteCodeSaving, UniMEV2RerankerPreTrainedModel):
         """Load a saved reranker and, when the checkpoint has one, its processor."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         try:
-            model.attach_processor(AutoProcessor.from_pretrained(pretrained_model_name_or_path, **_hub_kwargs(kwargs)))
+            model.attach_processor(
+                AutoProcessor.from_pretrained(pretrained_model_name_or_path, **processor_kwargs(kwargs))
+            )
         except (OSError, ValueError) as error:
             logger.warning(
                 f"No processor found with {pretrained_model_name_or_path}: {error}; use attach_processor()."

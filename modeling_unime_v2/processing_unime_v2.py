@@ -141,6 +141,13 @@ def hub_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: kwargs[key] for key in keys if key in kwargs}
 
 
+def processor_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`hub_kwargs` for loading a saved folder's processor: a stock transformers class, so no remote code is
+    needed; ``trust_remote_code`` defaults to False, which keeps transformers from asking for it interactively on a
+    local folder whose config names our remote model code."""
+    return {"trust_remote_code": False, **hub_kwargs(kwargs)}
+
+
 def _saved_config(path: str, kwargs: Mapping[str, Any]) -> UniMEV2Config:
     """The :class:`UniMEV2Config` saved at ``path``; a clear error when ``path`` is not a saved UniME-V2 model."""
     found = hub_kwargs(kwargs)

@@ -283,7 +283,7 @@ class UniMEV2RerankerProcessor:
             config = UniMEV2RerankerConfig.from_dict({**config_dict, **kwargs})
         else:
             config = UniMEV2RerankerConfig(pair_format=kwargs.pop("pair_format", "judge"), **kwargs)
-        return cls.from_config(AutoProcessor.from_pretrained(name_or_path), config)
+        return cls.from_config(AutoProcessor.from_pretrained(name_or_path, trust_remote_code=False), config)
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> Any:
         """Save the backbone processor (the reranker's settings live in its config)."""

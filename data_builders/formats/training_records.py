@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -320,6 +321,74 @@ def oracle_mined_dataset(
 ORACLE_MINI_MMEB_NAME = "mini-MMEB (ORACLE scores)"
 """The name of :func:`oracle_mini_mmeb` records in logs and cards."""
 
+LABELS_MINI_MMEB_NAME = "mini-MMEB (training labels)"
+"""The name of :func:`labelled_mini_mmeb` records in logs and cards."""
+
+HELDOUT_RESERVE = 200
+"""Held-out queries per task whose facts the ``labels:mini_mmeb`` training rows keep clear of (as the tiny VLM's
+pretraining corpus does): every evaluation of the demo (32 rows per task at most) stays unseen."""
+
+
+def labelled_negative_order(kinds: list[str], rng: random.Random) -> list[int]:
+    """Indices 1.. of a training list in the order the judge's instruction data uses them: one-edit hard distractors
+    and the other candidates (same-task targets of other facts, the in-pool kind) each shuffled, then interleaved two
+    to one, so that a record's first negatives are mostly hard ones with in-pool ones among them."""
+    from ..mini_mmeb import ONE_EDIT_KINDS
+
+    hard = [j for j in range(1, len(kinds)) if kinds[j] in ONE_EDIT_KINDS]
+    other = [j for j in range(1, len(kinds)) if kinds[j] not in ONE_EDIT_KINDS]
+    rng.shuffle(hard)
+    rng.shuffle(other)
+    order: list[int] = []
+    while hard or other:
+        order += hard[:2] + other[:1]
+        hard, other = hard[2:], other[1:]
+    return order
+
+
+def labelled_mined_dataset(
+    mmeb_rows: datasets.Dataset, num_negatives: int = NUM_STORED_NEGATIVES, seed: int = 0
+) -> datasets.Dataset:
+    """Mini-MMEB training rows as mined-format records scored by their LABELS only: the ground truth 1.0, every
+    other candidate 0.0 (no oracle score, no model). The negatives are ordered by :func:`labelled_negative_order`
+    (seeded per record), so a reranker trainer's "hardest first" picks (ties keep the stored order) are hard
+    distractors and in-pool targets. The instruction data of the shipped tiny judge (docs/tiny_judge.md)."""
+    rows = []
+    for index, row in enumerate(iter_undecoded_rows(mmeb_rows)):
+        order = labelled_negative_order(list(row["tgt_kind"]), random.Random(f"{seed}/labels/{index}"))
+        if not order:
+            raise ValueError(f"mini-MMEB row {index} ({row['dataset']}): its list holds no negative")
+        negatives = (repeat_to(order, num_negatives) if len(order) < num_negatives else order)[:num_negatives]
+        rows.append(
+            make_mined_row(
+                query_id=f"{row['dataset']}-{index}",
+                source=row["dataset"],
+                query_text=row["qry_text"],
+                query_image=row["qry_image"],
+                pos_text=row["tgt_text"][0] or "",
+                pos_image=row["tgt_image"][0],
+                pos_score=1.0,
+                neg_texts=[row["tgt_text"][j] or "" for j in negatives],
+                neg_images=[row["tgt_image"][j] for j in negatives],
+                neg_scores=[0.0] * len(negatives),
+                num_negatives=num_negatives,
+            )
+        )
+    return datasets.Dataset.from_list(rows, features=MINED_FEATURES)
+
+
+def labelled_mini_mmeb(
+    seed: int, train_per_task: int, extra: Mapping[str, Any] | None = None, heldout_reserve: int = HELDOUT_RESERVE
+) -> datasets.Dataset:
+    """The ``labels:mini_mmeb`` training data: the training rows of
+    :func:`~unime_v2.data_builders.mini_mmeb.splits.mini_mmeb_splits` (``train_per_task`` per IND task, facts
+    disjoint from the first ``heldout_reserve`` held-out queries of every task) as :func:`labelled_mined_dataset`
+    records. Labels only: what an instruct model's instruction data gives it."""
+    from ..mini_mmeb.splits import mini_mmeb_splits
+
+    train, _ = mini_mmeb_splits(seed, train_per_task, heldout_reserve, 2, extra)
+    return labelled_mined_dataset(train, seed=seed)
+
 
 def oracle_mini_mmeb(
     seed: int,
@@ -347,7 +416,12 @@ def oracle_mini_mmeb(
 
 
 __all__ = [
+    "HELDOUT_RESERVE",
+    "LABELS_MINI_MMEB_NAME",
     "ORACLE_MINI_MMEB_NAME",
+    "labelled_mined_dataset",
+    "labelled_mini_mmeb",
+    "labelled_negative_order",
     "oracle_mini_mmeb",
     "oracle_mined_dataset",
     "NUM_STORED_NEGATIVES",

@@ -15,7 +15,7 @@ from .builder import (
 from .companion import COMPOSITIONAL_SUBSETS
 from .export import export_companion_files, export_mmeb_files, load_mmeb_files
 from .scenes import SceneRenderer, match_score, oracle_score, render_scene
-from .tasks import META_TASKS, TASK_NAMES, MiniTask
+from .tasks import META_TASKS, ONE_EDIT_KINDS, TASK_NAMES, MiniTask
 
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "META_TASKS",
     "MiniMMEBConfig",
     "MiniTask",
+    "ONE_EDIT_KINDS",
     "SceneRenderer",
     "TASK_NAMES",
     "build_mini_mmeb",

@@ -137,6 +137,9 @@ class Example:
 Candidate = tuple[str, SceneItem, "dict | None"]
 """(kind, item, edit record) — kind is what ``tgt_kind`` stores."""
 
+ONE_EDIT_KINDS = ("replace_attribute", "swap_attributes", "add_object", "remove_object")
+"""``tgt_kind`` values of the one-edit hard distractors: the ground truth with one fact changed (docs/mini_mmeb.md)."""
+
 
 def _article(phrase: str) -> str:
     return ("an " if phrase[:1] in "aeiou" else "a ") + phrase

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig
 
 from unime_v2.modeling_unime_v2 import UniMEV2Reranker
 
-from ..checkpoints import checkpoint_folder
+from ..checkpoints import checkpoint_folder, saved_model_type
 from .config import MiningConfig
 
 
@@ -29,7 +28,7 @@ def load_judge(path: str, config: MiningConfig, device: torch.device) -> UniMEV2
     load = {"dtype": getattr(torch, config.judge_dtype)}
     if config.judge_attn_implementation:
         load["attn_implementation"] = config.judge_attn_implementation
-    if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "unime_v2_reranker":
+    if saved_model_type(path) == "unime_v2_reranker":
         reranker = UniMEV2Reranker.from_pretrained(path, **load)
         for key, value in options.items():
             if value is not None:

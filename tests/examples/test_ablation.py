@@ -63,3 +63,53 @@ def test_each_variant_changes_only_what_it_names(ablation: ModuleType, tmp_path:
     assert oracle[oracle.index("--train_data") + 1] == "oracle:mini_mmeb"
     assert oracle[oracle.index("--loss_type") + 1] == "symmetric_kl"
     assert str(quick / "mine" / "dataset") in inbatch
+
+
+def test_curve_trains_soft_labels_per_level_and_one_hard_control(ablation: ModuleType, tmp_path: Path) -> None:
+    quick = tmp_path / "quickstart"
+    quick.mkdir()
+    (quick / "summary.json").write_text(json.dumps({"settings": {"size": "small", "seed": 0}}))
+    out = tmp_path / "out"
+    args = ablation.AblationArguments(quickstart_dir=str(quick), output_dir=str(out), seeds=[0, 1], curve=True,
+                                      curve_aucs=[0.7, 1.0], curve_steps=5)  # fmt: skip
+    commands = ablation.curve_commands(args, REPO / "examples")
+    assert commands.pop("curve_data") is None  # the corrupted score sets, in-process
+    trainings = {name: c for name, c in commands.items() if name.startswith("train-")}
+    assert sorted(trainings) == sorted(f"train-curve-{run}-seed{s}" for run in ("soft-auc0_70", "soft-auc1_00", "hard")
+                                       for s in (0, 1))  # fmt: skip
+    soft, hard = trainings["train-curve-soft-auc0_70-seed1"], trainings["train-curve-hard-seed1"]
+    assert soft[soft.index("--train_data") + 1] == str(out / "curve_data" / "auc0_70")
+    assert soft[soft.index("--loss_type") + 1] == "symmetric_kl"
+    assert hard[hard.index("--train_data") + 1] == str(quick / "mine" / "dataset")  # the same candidates
+    assert hard[hard.index("--loss_type") + 1] == "hard_labels"
+    assert {c[c.index("--max_steps") + 1] for c in trainings.values()} == {"5"}
+    assert ablation.curve_steps(ablation.AblationArguments(), "default") == ablation.CURVE_STEPS["default"]
+    # the curve's settings fingerprint a curve folder only: a folder of the variants stays resumable
+    assert "curve_aucs" in ablation.ablation_settings(args)
+    assert "curve_aucs" not in ablation.ablation_settings(ablation.AblationArguments(quickstart_dir=str(quick)))
+
+
+def test_curve_table_and_plot_read_every_run(ablation: ModuleType, tmp_path: Path) -> None:
+    quick = tmp_path / "quickstart"
+    quick.mkdir()
+    (quick / "summary.json").write_text(json.dumps({"settings": {"size": "small", "seed": 0}}))
+    args = ablation.AblationArguments(quickstart_dir=str(quick), output_dir=str(tmp_path), seeds=[0, 1], curve=True,
+                                      curve_aucs=[0.8, 1.0])  # fmt: skip
+    targets = {"positive_mass": 0.5, "entropy": 0.4, "uniform_entropy": 2.197, "hard_like": 0.3, "score_gap_in_tau": 1}
+    levels = {level: {"target_auc": auc, "auc": auc + 0.001, "noise_weight": 0.5, "seed": 0, "targets": targets}
+              for level, auc in (("auc0_80", 0.8), ("auc1_00", 1.0))}  # fmt: skip
+    (tmp_path / "curve_data").mkdir()
+    calibration = {"levels": levels, "quickstart_judge": {"auc": 0.55, "targets": targets}}
+    (tmp_path / "curve_data" / "calibration.json").write_text(json.dumps(calibration))
+    for run, value in (("curve-soft-auc0_80", 0.1), ("curve-soft-auc1_00", 0.3), ("curve-hard", 0.2)):
+        for seed in (0, 1):
+            write_results(tmp_path / f"eval-{run}-seed{seed}", value + seed / 10, value, value)
+    results = ablation.collect_curve(tmp_path, args)
+    assert results["soft"]["auc0_80"]["auc"] == pytest.approx(0.801)
+    assert results["soft"]["auc1_00"]["overall"]["mean"] == pytest.approx(0.35)
+    assert results["hard"]["overall"]["std"] == pytest.approx(statistics.stdev([0.2, 0.3]))
+    table = ablation.curve_markdown(results)
+    assert "| soft labels (symmetric_kl), judge AUC 0.80 | 0.8010 | 0.150 ± 0.071 |" in table
+    assert "hard labels, own 1 + k candidates (control)" in table
+    ablation.plot_curve(results, tmp_path / "judge_curve.png")
+    assert (tmp_path / "judge_curve.png").stat().st_size > 0

@@ -224,3 +224,119 @@ def format_quality_table(results: Mapping[str, JudgeQuality]) -> str:
             f"{q.mean_negative_score:.3f} | {q.num_queries} | {q.num_pairs} |"
         )
     return "\n".join(lines)
+
+
+HELDOUT_TABLES = {
+    "heldout_in_pool": "held-out queries, positive + in-pool candidates (other held-out queries' targets)",
+    "heldout_hard_distractors": "held-out queries, positive + one-edit hard distractors",
+}
+
+
+def _query_figures(queries: Sequence[ScoredQuery]) -> dict[str, float]:
+    """AUC, per-query AUC, Spearman vs the oracle and the share of queries whose positive a negative out-scores."""
+    quality = summarize(queries, per_dataset=False)
+    beaten = [max(s for s, o in zip(q.judge[1:], q.oracle[1:]) if o < 1.0) > q.judge[0] for q in queries
+              if any(o < 1.0 for o in q.oracle[1:])]  # fmt: skip
+    return {
+        "auc": quality.auc,
+        "query_auc": quality.query_auc,
+        "spearman": quality.spearman,
+        "negative_above_positive": float(np.mean(beaten)) if beaten else float("nan"),
+        "num_queries": quality.num_queries,
+        "num_pairs": quality.num_pairs,
+    }
+
+
+def _grouped(queries: Sequence[ScoredQuery], meta: Mapping[str, str]) -> dict[str, Any]:
+    """``all``, ``per_meta_task`` and ``per_dataset`` figures of :func:`_query_figures`."""
+    out: dict[str, Any] = {"all": _query_figures(queries), "per_meta_task": {}, "per_dataset": {}}
+    for name in sorted({q.source for q in queries}):
+        out["per_dataset"][name] = _query_figures([q for q in queries if q.source == name])
+    for task in sorted(set(meta.values())):
+        group = [q for q in queries if meta.get(q.source) == task]
+        if group:
+            out["per_meta_task"][task] = _query_figures(group)
+    return out
+
+
+def heldout_judge_quality(judge: Any, rows: Any, num_candidates: int = 10, seed: int = 0) -> dict[str, Any]:
+    """A judge against mini-MMEB's oracle on HELD-OUT rows (facts never in any training data): the figures every
+    quickstart summary and the shipped judge's card report.
+
+    * ``heldout_in_pool``: each row's ground truth + ``num_candidates`` ground truths of other held-out rows of
+      the same task (seeded draw; a drawn target the oracle scores 1.0 meets the query and is left out);
+    * ``heldout_hard_distractors``: each row's ground truth + its first ``num_candidates`` one-edit distractors
+      (``tgt_kind`` in :data:`~unime_v2.data_builders.mini_mmeb.ONE_EDIT_KINDS`).
+
+    Each holds ``all``, ``per_meta_task`` and ``per_dataset``: ``auc``, ``query_auc``, ``spearman``,
+    ``negative_above_positive`` (the share of queries where some negative scores above the positive: what
+    false-negative filtering with ``α = s_pos − β`` turns into lost negatives), ``num_queries``, ``num_pairs``.
+    ``rows``: mini-MMEB held-out rows (``mini_mmeb_splits``), with ``tgt_kind`` and the scene columns.
+    """
+    import random
+
+    from unime_v2.data_builders.mini_mmeb import ONE_EDIT_KINDS, oracle_score
+
+    rows = list(rows)
+    meta = {row["dataset"]: row["meta_task"] for row in rows}
+    by_task: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_task.setdefault(row["dataset"], []).append(index)
+    pool, hard = [], []
+    for index, row in enumerate(rows):
+        query = {"text": judge_text(row["qry_text"]), "image": row.get("qry_image")}
+        images = row.get("tgt_image") or [None] * len(row["tgt_text"])
+        others = [j for j in by_task[row["dataset"]] if j != index]
+        drawn = random.Random(f"{seed}/in-pool/{index}").sample(others, min(num_candidates, len(others)))
+        edits = [j for j, kind in enumerate(row["tgt_kind"]) if kind in ONE_EDIT_KINDS][:num_candidates]
+        for kept, items in (
+            (pool, [(row["tgt_text"][0], images[0], row["tgt_scene"][0])]
+             + [(rows[j]["tgt_text"][0], (rows[j].get("tgt_image") or [None])[0], rows[j]["tgt_scene"][0]) for j in drawn]),
+            (hard, [(row["tgt_text"][j], images[j], row["tgt_scene"][j]) for j in [0, *edits]]),
+        ):  # fmt: skip
+            if len(items) < 2:
+                continue
+            candidates = [{"text": judge_text(text), "image": image} for text, image, _ in items]
+            scores = np.asarray(judge.score(query, candidates), dtype=np.float64).tolist()
+            oracle = [1.0] + [float(oracle_score(row, {"scene": scene})) for _, _, scene in items[1:]]
+            kept.append(ScoredQuery(row["dataset"], scores, oracle))
+    return {"heldout_in_pool": _grouped(pool, meta), "heldout_hard_distractors": _grouped(hard, meta)}
+
+
+def measure_heldout_judge(
+    judge: str | Any, seed: int, rows_per_task: int, tasks: Sequence[str], num_candidates: int = 10
+) -> dict[str, Any]:
+    """:func:`heldout_judge_quality` of ``judge`` (a saved judge folder or a loaded one) on the first
+    ``rows_per_task`` held-out mini-MMEB rows of each of ``tasks`` (``mini_mmeb_splits``, seed ``seed``): the rows
+    every demo evaluates on, whose facts no training data of the project holds."""
+    import torch
+
+    from unime_v2.data_builders.mini_mmeb.splits import mini_mmeb_splits
+    from unime_v2.modeling_unime_v2 import UniMEV2Reranker
+
+    _, rows = mini_mmeb_splits(seed, 0, rows_per_task, 100, {"tasks": list(tasks)})
+    if isinstance(judge, (str, bytes)) or hasattr(judge, "__fspath__"):
+        judge = UniMEV2Reranker.from_pretrained(str(judge), dtype=torch.float32)
+    with torch.no_grad():
+        return heldout_judge_quality(judge.eval(), rows, num_candidates=num_candidates, seed=seed)
+
+
+def format_heldout_table(quality: Mapping[str, Any]) -> list[list[Any]]:
+    """Rows (group, in-pool AUC, hard-distractor AUC, share of queries a negative out-scores the positive on each)
+    of :func:`heldout_judge_quality`'s figures: all, per meta-task, per dataset."""
+    pool, hard = quality["heldout_in_pool"], quality["heldout_hard_distractors"]
+
+    def row(name: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Any]:
+        return [name, round(a.get("auc", float("nan")), 4), round(b.get("auc", float("nan")), 4),
+                round(a.get("negative_above_positive", float("nan")), 4),
+                round(b.get("negative_above_positive", float("nan")), 4)]  # fmt: skip
+
+    rows = [row("all", pool["all"], hard["all"])]
+    for level in ("per_meta_task", "per_dataset"):
+        for name in sorted(set(pool[level]) | set(hard[level]), key=list({**pool[level], **hard[level]}).index):
+            rows.append(row(name, pool[level].get(name, {}), hard[level].get(name, {})))
+    return rows
+
+
+HELDOUT_HEADER = ["tasks", "AUC in-pool", "AUC hard distractors", "negative > positive (in-pool)",
+                  "negative > positive (hard distractors)"]  # fmt: skip

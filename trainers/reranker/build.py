@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig
 
+from unime_v2.data_builders.checkpoints import saved_model_type
 from unime_v2.data_builders.formats.judge_pairs import (
     MiniMMEBJudgePairs,
     mini_mmeb_judge_pairs,
 )
-from unime_v2.data_builders.recipes import ORACLE_MINI_MMEB
+from unime_v2.data_builders.recipes import LABELS_MINI_MMEB, ORACLE_MINI_MMEB
 from unime_v2.data_builders.tiny_backbones import scratch_init_
 from unime_v2.modeling_unime_v2 import UniMEV2Reranker
 
@@ -50,13 +50,19 @@ def judge_pair_data(
 def reranker_records(data_args: UniMEV2RerankerDataArguments, seed: int = 0) -> Any:
     """Training records (``query``, ``positive``, ``negatives``, ``scores``) of ``data_args.train_data``."""
     from unime_v2.data_builders.formats.training_records import (
+        LABELS_MINI_MMEB_NAME,
         ORACLE_MINI_MMEB_NAME,
         TrainingRecords,
+        labelled_mini_mmeb,
         load_mined_dataset,
         oracle_mini_mmeb,
     )
 
-    if data_args.train_data == ORACLE_MINI_MMEB:
+    if data_args.train_data == LABELS_MINI_MMEB:
+        mined = labelled_mini_mmeb(data_args.mini_mmeb_seed, data_args.mini_mmeb_train_per_task,
+                                   data_args.mini_mmeb_config)  # fmt: skip
+        name = LABELS_MINI_MMEB_NAME
+    elif data_args.train_data == ORACLE_MINI_MMEB:
         mined, _ = oracle_mini_mmeb(
             data_args.mini_mmeb_seed, data_args.mini_mmeb_train_per_task, extra=data_args.mini_mmeb_config
         )
@@ -139,7 +145,7 @@ def load_reranker(
     """``path`` as a reranker: a saved reranker folder as it is (its prompt layout kept), a plain VLM wrapped in
     the layout of ``args`` (``pair_format``, ``released_typo``)."""
     load = model_args.load_kwargs(args)
-    if AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "unime_v2_reranker":
+    if saved_model_type(path) == "unime_v2_reranker":
         reranker = UniMEV2Reranker.from_pretrained(path, **load)
         if reranker.config.pair_format != args.pair_format:
             logger.warning(f"{path} is a saved reranker: its pair_format {reranker.config.pair_format!r} is kept")

@@ -96,8 +96,9 @@ class UniMEV2RerankerDataArguments:
         default=ORACLE_MINI_MMEB,
         metadata={
             "help": "A mined dataset (save_to_disk folder, Hub id or authors' .json), oracle:mini_mmeb (training "
-            "records with ORACLE scores; demo data) or judge_pairs:mini_mmeb (Yes/No pairs of mini-MMEB train "
-            "facts: pairwise training only)."
+            "records with ORACLE scores; demo data), labels:mini_mmeb (training records scored by their labels "
+            "only, hard distractors first: the tiny judge's instruction data) or judge_pairs:mini_mmeb (Yes/No "
+            "pairs of mini-MMEB train facts: pairwise training only)."
         },
     )
     train_image_root: str | None = field(default=None, metadata={"help": "Image root of an authors' .json."})
