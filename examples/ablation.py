@@ -39,6 +39,7 @@ from typing import Any
 
 from quickstart import SIZES, TASKS, run_stage  # the sibling script (examples/ is the script's sys.path[0])
 
+from unime_v2.data_builders.formats.training_records import HELDOUT_RESERVE
 from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
 from unime_v2.hub_cards.markdown import markdown_grid
 from unime_v2.trainers.arguments import RecipeParser
@@ -152,13 +153,15 @@ def variant_commands(args: AblationArguments, examples: Path) -> dict[str, list[
     oracle_data = [  # the same training queries, mini-MMEB's generated distractors scored by its oracle
         "--mini_mmeb_seed", seed0, "--mini_mmeb_train_per_task", str(size["mine_per_task"]),
         "--mini_mmeb_config", json.dumps({"tasks": list(TASKS)}),
+        "--mini_mmeb_test_per_task", str(HELDOUT_RESERVE),  # clear of every held-out row the evaluation reads
     ]  # fmt: skip
     names = args.variants or list(VARIANTS)
     commands: dict[str, list[str] | None] = {}
     if any(VARIANTS[n].get("judge") == "untrained" for n in names):
         commands["mine_untrained_judge"] = [
             python, str(examples / "mine.py"), "--config", str(configs / "quickstart" / "mine.yaml"),
-            "--data", str(quick / "data" / "train"), "--embedder", str(quick / "seed"), "--judge", vlm,
+            "--data", str(quick / "data" / "train"), "--corpus", str(quick / "data" / "corpus"),
+            "--embedder", str(quick / "seed"), "--judge", vlm,
             "--output_dir", str(out / "mine_untrained_judge"), "--seed", seed0, "--top_k", str(size["top_k"]),
         ]  # fmt: skip
     evaluation = _evaluation(examples, out, seed0, size)

@@ -51,9 +51,9 @@ SIZES: dict[str, dict[str, Any]] = {
     "default": {
         "train_per_task": 1000,
         "seed_steps": 300,
-        "mine_per_task": 300,
+        "mine_per_task": 600,
         "top_k": 30,
-        "unime_v2_steps": 300,
+        "unime_v2_steps": 600,
         "reranker_steps": 300,
         "eval_rows": 32,
         "logging_steps": 25,
@@ -71,7 +71,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "companions": {"caption_images": 8, "long_caption_images": 8, "compositional_per_subset": 3},
     },
 }
-STAGES = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed", "eval_unime_v2")
+STAGES = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed", "eval_unime_v2",
+          "eval_pairwise")  # fmt: skip
 DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "data": (),
     "seed": (),
@@ -82,9 +83,11 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "unime_v2": ("mine",),
     "reranker": ("mine",),
     "eval_unime_v2": ("unime_v2", "reranker"),
+    "eval_pairwise": ("unime_v2", "reranker"),
 }
 """What each stage reads from the others; independent stages run side by side."""
-PRIORITY = ("seed", "data", "mine", "reranker", "unime_v2", "eval_unime_v2", "judge", "eval_seed", "eval_pretrained")
+PRIORITY = ("seed", "data", "mine", "unime_v2", "reranker", "eval_unime_v2", "eval_pairwise", "judge", "eval_seed",
+            "eval_pretrained")  # fmt: skip
 """Which ready stage starts first: the longest chain (seed -> mine -> reranker -> evaluation) before the rest."""
 
 
@@ -269,6 +272,8 @@ def stage_commands(args: QuickstartArguments, examples: Path) -> dict[str, list[
         "eval_seed": [*evaluation, "--model", str(out / "seed"), "--output_dir", str(out / "eval_seed")],
         "eval_unime_v2": [*evaluation, "--model", str(out / "unime_v2"), "--reranker", str(out / "reranker"),
                           "--output_dir", str(out / "eval_unime_v2")],
+        "eval_pairwise": [*evaluation, "--suite", "mmeb", "--model", str(out / "unime_v2"), "--reranker", str(out / "reranker"),
+                          "--rerank_mode", "pairwise", "--output_dir", str(out / "eval_pairwise")],
     }  # fmt: skip
 
 
@@ -343,6 +348,8 @@ def build_summary(
         if results.get("reranker"):
             rows.append(_mmeb_row("UniME-V2 + reranker", suites.get("mmeb", {}).get("metrics", {}), "rerank/"))
             others["UniME-V2 + reranker"] = _companions(suites, rerank=True)
+    pairwise = _read(out / "eval_pairwise" / "results.json").get("suites", {}).get("mmeb", {}).get("metrics", {})
+    rows.append(_mmeb_row("UniME-V2 + reranker (pairwise)", pairwise, "rerank/"))
     judge = _read(out / "judge" / "judge_quality.json")
     mined = _read(out / "mine" / "report.json")
     return {

@@ -14,7 +14,8 @@ from transformers import AutoModel
 
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed", "eval_unime_v2")
+STAGES = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed", "eval_unime_v2",
+          "eval_pairwise")  # fmt: skip
 
 
 def test_stages_are_the_scripts_stages(example_script) -> None:
@@ -40,7 +41,7 @@ def test_every_stage_left_its_artifact(quickstart: Path) -> None:
     assert all((quickstart / stage / ".done").exists() for stage in STAGES)
     assert (quickstart / "mine" / "dataset" / "dataset_info.json").exists()
     assert (quickstart / "judge" / "judge_quality.json").exists()
-    for stage in ("eval_pretrained", "eval_seed", "eval_unime_v2"):
+    for stage in ("eval_pretrained", "eval_seed", "eval_unime_v2", "eval_pairwise"):
         assert {"results.json", "results.md", "mmeb.png"} <= {p.name for p in (quickstart / stage).iterdir()}
 
 
@@ -62,7 +63,8 @@ def test_models_load_with_automodel(quickstart: Path) -> None:
 def test_table_has_every_row_and_trained_models_beat_the_untrained_one(quickstart: Path) -> None:
     summary = json.loads((quickstart / "summary.json").read_text())
     models = [row["model"] for row in summary["mmeb"]]
-    assert models == ["pretrained tiny VLM (no training)", "seed embedder", "UniME-V2", "UniME-V2 + reranker"]
+    assert models == ["pretrained tiny VLM (no training)", "seed embedder", "UniME-V2", "UniME-V2 + reranker",
+                      "UniME-V2 + reranker (pairwise)"]  # fmt: skip
     assert all(row["overall"] is not None and row["ind"] is not None for row in summary["mmeb"])
     companions = summary["companions"]
     assert retrieval_r1(companions["seed embedder"]) > retrieval_r1(companions["pretrained tiny VLM (no training)"])

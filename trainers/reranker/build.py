@@ -50,6 +50,7 @@ def judge_pair_data(
 def reranker_records(data_args: UniMEV2RerankerDataArguments, seed: int = 0) -> Any:
     """Training records (``query``, ``positive``, ``negatives``, ``scores``) of ``data_args.train_data``."""
     from unime_v2.data_builders.formats.training_records import (
+        HELDOUT_RESERVE,
         LABELS_MINI_MMEB_NAME,
         ORACLE_MINI_MMEB_NAME,
         TrainingRecords,
@@ -63,8 +64,11 @@ def reranker_records(data_args: UniMEV2RerankerDataArguments, seed: int = 0) -> 
                                    data_args.mini_mmeb_config)  # fmt: skip
         name = LABELS_MINI_MMEB_NAME
     elif data_args.train_data == ORACLE_MINI_MMEB:
-        mined, _ = oracle_mini_mmeb(
-            data_args.mini_mmeb_seed, data_args.mini_mmeb_train_per_task, extra=data_args.mini_mmeb_config
+        mined, _ = oracle_mini_mmeb(  # training rows clear of every held-out row an evaluation reads
+            data_args.mini_mmeb_seed,
+            data_args.mini_mmeb_train_per_task,
+            HELDOUT_RESERVE,
+            extra=data_args.mini_mmeb_config,
         )
         name = ORACLE_MINI_MMEB_NAME
     else:
