@@ -174,12 +174,21 @@ def load_model(args: EvaluationArguments) -> Any:
 
 
 def load_reranker(spec: str, revision: str | None = None, dtype: str = "float32") -> Any:
-    """The reranker through ``AutoModel.from_pretrained(spec, trust_remote_code=True)``; it must have ``rerank``."""
+    """The reranker of ``spec`` (``tiny:judge``, a folder or a Hub id): a saved UniME-V2 reranker by the installed
+    package's class (a folder need not carry its code, as the shipped tiny judge does not), anything else through
+    ``AutoModel.from_pretrained(spec, trust_remote_code=True)``; it must have ``rerank``."""
     import torch
     from transformers import AutoModel
 
+    from unime_v2.data_builders.checkpoints import saved_model_type
+    from unime_v2.modeling_unime_v2 import UniMEV2Reranker
+
+    spec = resolve_backbone(spec)
     hub = {"revision": revision} if revision else {}
-    model = AutoModel.from_pretrained(spec, trust_remote_code=True, dtype=getattr(torch, dtype), **hub)
+    if saved_model_type(spec, **hub) == "unime_v2_reranker":
+        model = UniMEV2Reranker.from_pretrained(spec, dtype=getattr(torch, dtype), **hub)
+    else:
+        model = AutoModel.from_pretrained(spec, trust_remote_code=True, dtype=getattr(torch, dtype), **hub)
     check_reranker(model, spec)
     return model.to(PartialState().device).eval()
 
