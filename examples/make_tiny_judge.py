@@ -63,7 +63,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 TASKS = ("MiniImageNet-cls", "MiniCOCO-i2t", "MiniCOCO-t2i")
 RUN_FILES = ("trainer_state.json", "training_args.bin", "train_results.json", "all_results.json", "unime_v2_run.json",
-             "modules.json", "config_sentence_transformers.json", ".done")  # fmt: skip
+             "modules.json", "config_sentence_transformers.json", "README.md", ".done")  # fmt: skip
 """Files of the judge folder the shipped asset leaves out: the training run's own (its record is ``TINY_JUDGE.json``)
 and the remote-code loaders; with the ``.py`` files they would be stale copies of ``modeling_unime_v2/``, so the
 asset is loaded by the installed package (``UniMEV2Reranker.from_pretrained``)."""
@@ -163,7 +163,23 @@ def ship(judge_dir: Path, target: Path = ASSETS / "tiny_judge_qwen25vl") -> Path
     for path in sorted(judge_dir.iterdir()):
         if path.is_file() and path.name not in RUN_FILES and path.suffix != ".py":
             shutil.copy2(path, target / path.name)
+    (target / "README.md").write_text(ASSET_CARD)
     return target
+
+
+ASSET_CARD = """# The shipped tiny instruct judge of unime-v2
+
+The miniature of UniME-V2's Qwen2.5-VL-7B judge: a tiny Qwen2.5-VL in the judge layout (a UniME-V2 reranker), made
+from mini-MMEB training facts by `examples/make_tiny_judge.py`; how, its size and its measured agreement with the
+oracle: `docs/tiny_judge.md` and `TINY_JUDGE.json`. The folder holds no code; the installed package loads it:
+
+```python
+from unime_v2.data_builders.tiny_backbones import shipped_tiny_judge
+from unime_v2.modeling_unime_v2 import UniMEV2Reranker
+
+judge = UniMEV2Reranker.from_pretrained(str(shipped_tiny_judge()))  # or the spec "tiny:judge" in a recipe
+```
+"""
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

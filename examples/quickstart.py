@@ -153,7 +153,7 @@ def run_stages(run: Callable[[str, bool], float], lanes: int) -> dict[str, float
     stages in :data:`PRIORITY` order); ``run(name, tagged)`` runs one. A failed stage lets the running ones finish,
     starts no other, and is raised. Returns the seconds of each stage."""
     seconds: dict[str, float] = {}
-    pending = list(PRIORITY)
+    pending = [name for name in PRIORITY if name in STAGES]
     running: dict[Future, str] = {}
     failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=lanes) as pool:

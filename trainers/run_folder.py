@@ -84,9 +84,10 @@ OUTPUTS["tiny_vlm"] = ("*.safetensors", "*.safetensors.index.json", "config.json
 OUTPUTS["backbone_export"] = OUTPUTS["tiny_vlm"][:-1] + ("modules.json", "1_Pooling", "2_Normalize")
 OUTPUTS["mini_mmeb"] = ("hf", "mmeb")
 OUTPUTS["quickstart"] = ("data", "seed", "judge", "mine", "unime_v2", "reranker", "eval_pretrained", "eval_seed",
-                         "eval_unime_v2", "logs", "summary.json", "summary.md")  # fmt: skip
-OUTPUTS["ablation"] = ("mine_untrained_judge", "*-seed*", "eval_cache", "logs", "results.json", "RESULTS.md",
-                       "ablation.png")  # fmt: skip
+                         "eval_unime_v2", "eval_pairwise", "eval_cache", "logs", "summary.json", "summary.md")  # fmt: skip
+OUTPUTS["ablation"] = ("mine_untrained_judge", "*-seed*", "curve_data", "eval_cache", "logs", "results.json",
+                       "RESULTS.md", "ablation.png", "judge_curve.png")  # fmt: skip
+OUTPUTS["tiny_judge"] = ("pretrained", "judge", "logs")
 """What a run of each kind writes in its folder (glob patterns): what ``--overwrite`` deletes."""
 
 

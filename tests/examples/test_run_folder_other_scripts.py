@@ -59,7 +59,7 @@ def quickstart(example_script, monkeypatch) -> ModuleType:
     """``examples/quickstart.py`` with no stages and an empty summary: only its folder handling runs."""
     module = example_script("quickstart")
     monkeypatch.setattr(module, "STAGES", ())
-    monkeypatch.setattr(module, "build_summary", lambda *args: {})
+    monkeypatch.setattr(module, "build_summary", lambda *args, **kwargs: {})
     monkeypatch.setattr(module, "summary_markdown", lambda summary: "")
     return module
 
