@@ -24,12 +24,14 @@ unless ``--overwrite true`` (docs/training.md, "One run per output folder").
 Every variant trains an embedder from the shipped pretrained tiny VLM with the quickstart's UniME-V2 recipe and the
 same steps, changing one thing (the objective, k, the loss arithmetic, the judge that scored the data), for several
 seeds, and is evaluated on the quickstart's held-out mini-MMEB rows. Each run is a stage of the quickstart's
-``run_stage`` (``examples/quickstart.py``, resumable); the table is read from the runs' ``results.json``.
+``run_stage`` (``examples/quickstart.py``, resumable), two side by side by default (``--lanes``, one torch thread
+each); the table is read from the runs' ``results.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -37,7 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quickstart import SIZES, TASKS, run_stage  # the sibling script (examples/ is the script's sys.path[0])
+from quickstart import (
+    SIZES,
+    TASKS,
+    run_stage,
+    run_stages,
+)  # the sibling script (examples/ is the script's sys.path[0])
 
 from unime_v2.data_builders.formats.training_records import HELDOUT_RESERVE
 from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
@@ -81,10 +88,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 CURVE_AUCS = (0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-CURVE_STEPS = {"default": 100, "small": 12}
-"""Steps of a curve run per quickstart size: 21 trainings (6 levels + the control, 3 seeds) and their evaluations
-in about 25 minutes on this project's 2-core machine at the default size (measured: the docstring of
-``curve_commands``)."""
+CURVE_STEPS = {name: size["unime_v2_steps"] for name, size in SIZES.items()}
+"""Steps of a curve run per quickstart size: those of the quickstart's own UniME-V2 (like for like; the docstring of
+``curve_commands`` has the measured cost)."""
 CURVE_HARD = "hard labels, own 1 + k candidates (control)"
 CURVE_DATA = "curve_data"
 
@@ -113,6 +119,14 @@ class AblationArguments:
         metadata={"help": "Training steps of every curve run (default: CURVE_STEPS of the quickstart's size)."},
     )
     curve_noise_seed: int = field(default=0, metadata={"help": "Seeds the noise that corrupts the oracle's scores."})
+    lanes: int = field(
+        default=min(2, os.cpu_count() or 1),
+        metadata={"help": "Trainings and evaluations side by side, one torch thread each (default: up to 2)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.lanes < 1:
+            raise ValueError(f"--lanes must be >= 1, got {self.lanes}")
 
 
 def _slug(name: str) -> str:
@@ -293,8 +307,31 @@ CURVE_KEYS = ("curve", "curve_aucs", "curve_steps", "curve_noise_seed")
 def ablation_settings(args: AblationArguments) -> dict[str, Any]:
     """The settings that make an ablation's runs (the quickstart folder resolved); the curve's settings only for a
     curve, so that folders of the variants written before the curve existed stay resumable."""
-    settings = {k: v for k, v in run_settings(args).items() if args.curve or k not in CURVE_KEYS}
+    settings = {
+        k: v for k, v in run_settings(args).items() if (args.curve or k not in CURVE_KEYS) and k != "lanes"
+    }  # lanes change the speed only
     return {**settings, "quickstart_dir": str(Path(args.quickstart_dir).resolve())}
+
+
+def stage_graph(stages: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Stage -> the stages it reads: ``eval-<run>`` its training ``train-<run>``; every training the data stages
+    (those neither a training nor an evaluation: the untrained judge's mining, the curve's score sets)."""
+    data = tuple(s for s in stages if not s.startswith(("train-", "eval-")))
+    return {
+        s: (f"train-{s.removeprefix('eval-')}",) if s.startswith("eval-") else data if s.startswith("train-") else ()
+        for s in stages
+    }
+
+
+def run_all(commands: Mapping[str, list[str] | None], out: Path, lanes: int, work: Any = None) -> None:
+    """Run (or resume) every stage of ``commands``, up to ``lanes`` side by side once what each reads is done
+    (:func:`stage_graph`); a stage without a command runs ``work()`` in-process."""
+
+    def run(name: str, tagged: bool) -> float:
+        command = commands[name]
+        return run_stage(name, command, out, work if command is None else None, tag=tagged)
+
+    run_stages(run, lanes, stage_graph(list(commands)))
 
 
 def run_ablation(args: AblationArguments, examples: Path, overwrite: bool = False) -> dict[str, Any]:
@@ -305,8 +342,7 @@ def run_ablation(args: AblationArguments, examples: Path, overwrite: bool = Fals
         print(f"resuming the ablation in {out}: finished runs are reused", flush=True)
     if args.curve:
         return run_curve(args, examples, out)
-    for stage, command in variant_commands(args, examples).items():
-        run_stage(stage, command, out)
+    run_all(variant_commands(args, examples), out, args.lanes)
     results = collect(out, args)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "RESULTS.md").write_text(results_markdown(results) + "\n")
@@ -335,8 +371,7 @@ def collect(out: Path, args: AblationArguments) -> dict[str, Any]:
 
 def run_curve(args: AblationArguments, examples: Path, out: Path) -> dict[str, Any]:
     """Run (or resume) the judge-quality curve, then write ``results.json``, ``RESULTS.md`` and ``judge_curve.png``."""
-    for stage, command in curve_commands(args, examples).items():
-        run_stage(stage, command, out, (lambda: write_curve_data(args)) if command is None else None)
+    run_all(curve_commands(args, examples), out, args.lanes, lambda: write_curve_data(args))
     results = collect_curve(out, args)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "RESULTS.md").write_text(curve_markdown(results) + "\n")

@@ -148,17 +148,25 @@ def _stream(name: str, command: Sequence[str], log_path: Path, prefix: str = "")
             raise SystemExit(f"stage {name!r} failed (exit {process.returncode}); see {log_path}")
 
 
-def run_stages(run: Callable[[str, bool], float], lanes: int) -> dict[str, float]:
-    """Run every stage of :data:`STAGES` once its :data:`DEPENDENCIES` are done, up to ``lanes`` at a time (ready
-    stages in :data:`PRIORITY` order); ``run(name, tagged)`` runs one. A failed stage lets the running ones finish,
-    starts no other, and is raised. Returns the seconds of each stage."""
+def run_stages(
+    run: Callable[[str, bool], float], lanes: int, graph: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, float]:
+    """Run every stage of ``graph`` (stage -> the stages it reads, in the order ready stages start; default: the
+    quickstart's :data:`STAGES` with their :data:`DEPENDENCIES`, in :data:`PRIORITY` order) once what it reads is
+    done, up to ``lanes`` at a time; ``run(name, tagged)`` runs one. A failed stage lets the running ones finish,
+    starts no other, and is raised. Returns the seconds of each stage, in the order of :data:`STAGES` or ``graph``."""
+    if graph is None:
+        graph = {name: DEPENDENCIES[name] for name in PRIORITY if name in STAGES}
+        order: Sequence[str] = [name for name in STAGES if name in graph]
+    else:
+        order = list(graph)
     seconds: dict[str, float] = {}
-    pending = [name for name in PRIORITY if name in STAGES]
+    pending = list(graph)
     running: dict[Future, str] = {}
     failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=lanes) as pool:
         while pending or running:
-            ready = [n for n in pending if all(d in seconds for d in DEPENDENCIES[n])] if failure is None else []
+            ready = [n for n in pending if all(d in seconds for d in graph[n])] if failure is None else []
             for name in ready[: lanes - len(running)]:
                 pending.remove(name)
                 running[pool.submit(run, name, lanes > 1)] = name
@@ -173,7 +181,7 @@ def run_stages(run: Callable[[str, bool], float], lanes: int) -> dict[str, float
                     seconds[name] = round(future.result(), 1)
     if failure is not None:
         raise failure
-    return {name: seconds[name] for name in STAGES}
+    return {name: seconds[name] for name in order}
 
 
 def _train_rows(seed: int, per_task: int) -> Any:

@@ -113,3 +113,28 @@ def test_curve_table_and_plot_read_every_run(ablation: ModuleType, tmp_path: Pat
     assert "hard labels, own 1 + k candidates (control)" in table
     ablation.plot_curve(results, tmp_path / "judge_curve.png")
     assert (tmp_path / "judge_curve.png").stat().st_size > 0
+
+
+def test_runs_side_by_side_each_after_what_it_reads(ablation: ModuleType, tmp_path: Path) -> None:
+    import sys
+
+    def step(reads: str | None, writes: str) -> list[str]:
+        check = f"assert (p / {reads!r}).is_file(), {reads!r}; " if reads else ""
+        code = f"import pathlib, time; p = pathlib.Path({str(tmp_path)!r}); {check}time.sleep(0.2); (p / {writes!r}).touch()"
+        return [sys.executable, "-c", code]
+
+    commands = {"curve_data": None}
+    for run in ("a", "b", "c"):
+        commands |= {
+            f"train-{run}": step("scores", f"model-{run}"),
+            f"eval-{run}": step(f"model-{run}", f"eval-{run}"),
+        }
+    assert ablation.stage_graph(list(commands)) == {
+        "curve_data": (),
+        **{f"train-{run}": ("curve_data",) for run in "abc"},
+        **{f"eval-{run}": (f"train-{run}",) for run in "abc"},
+    }
+    out = tmp_path / "out"
+    ablation.run_all(commands, out, 2, lambda: (tmp_path / "scores").touch())
+    assert all((tmp_path / f"eval-{run}").is_file() for run in "abc")  # each step asserted what it reads was there
+    assert sorted(p.parent.name for p in out.glob("*/.done")) == sorted(commands)  # resumable: every stage marked
