@@ -14,8 +14,8 @@ std over seeds) and ablation.png; resumable like the quickstart.
 ``--curve true`` runs the judge-quality curve instead (issue 22, "How good must a judge be?"): every candidate of the
 quickstart's mined data re-scored by mini-MMEB's oracle, the scores corrupted by seeded noise to a pooled AUC of
 each of ``--curve_aucs`` (``trainers/evaluation/judge_curve.py``: calibrated, measured), UniME-V2 (soft labels,
-``symmetric_kl``) trained on each level and the hard-label control (``hard_labels``, the same candidates) once, for
-every seed, ``--curve_steps`` steps each. Writes results.json (every figure, the measured AUCs included),
+``symmetric_kl``) trained on each level and on the quickstart's own judge's scores (UniME-V2 as the quickstart trains
+it), and the hard-label control (``hard_labels``, the same candidates), for every seed, ``--curve_steps`` steps each. Writes results.json (every figure, the measured AUCs included),
 RESULTS.md and judge_curve.png (precision@1 against judge AUC, the control as a band).
 
 A folder holding another ablation (other quickstart, seeds, variants or curve) or another kind of artifact is refused
@@ -92,6 +92,7 @@ CURVE_STEPS = {name: size["unime_v2_steps"] for name, size in SIZES.items()}
 """Steps of a curve run per quickstart size: those of the quickstart's own UniME-V2 (like for like; the docstring of
 ``curve_commands`` has the measured cost)."""
 CURVE_HARD = "hard labels, own 1 + k candidates (control)"
+CURVE_JUDGE = "soft labels (symmetric_kl), the quickstart's judge (UniME-V2)"
 CURVE_DATA = "curve_data"
 
 
@@ -205,9 +206,11 @@ def curve_level(auc: float) -> str:
 
 
 def curve_runs(args: AblationArguments) -> dict[str, str]:
-    """Run name prefix (``curve-soft-auc0_95``, ``curve-hard``) -> the level it trains on (``hard``: the control)."""
+    """Run name prefix (``curve-soft-auc0_95``, ``curve-soft-judge``, ``curve-hard``) -> what it trains on: a
+    corrupted level, the quickstart's own judge's scores (``judge``: UniME-V2 as the quickstart trains it, for every
+    seed) or hard labels (``hard``: the control)."""
     runs = {f"curve-soft-{curve_level(auc)}": curve_level(auc) for auc in args.curve_aucs}
-    return {**runs, "curve-hard": "hard"}
+    return {**runs, "curve-soft-judge": "judge", "curve-hard": "hard"}
 
 
 def curve_steps(args: AblationArguments, size_name: str) -> int:
@@ -233,7 +236,7 @@ def curve_commands(args: AblationArguments, examples: Path) -> dict[str, list[st
     evaluation = _evaluation(examples, out, seed0, size)
     for prefix, level in curve_runs(args).items():
         hard = level == "hard"
-        data = quick / "mine" / "dataset" if hard else out / CURVE_DATA / level
+        data = quick / "mine" / "dataset" if level in ("hard", "judge") else out / CURVE_DATA / level
         loss = ["--loss_type", "hard_labels" if hard else "symmetric_kl", "--num_hard_negatives", "8"]
         for seed in args.seeds:
             run = f"{prefix}-seed{seed}"
@@ -386,7 +389,7 @@ def collect_curve(out: Path, args: AblationArguments) -> dict[str, Any]:
     settings = json.loads((Path(args.quickstart_dir).resolve() / "summary.json").read_text())["settings"]
     soft = {}
     for prefix, level in curve_runs(args).items():
-        if level != "hard":
+        if level not in ("hard", "judge"):
             soft[level] = {**calibration["levels"][level], **_seed_metrics(out, prefix, args.seeds)}
     return {
         "quickstart_dir": str(Path(args.quickstart_dir).resolve()),
@@ -394,6 +397,7 @@ def collect_curve(out: Path, args: AblationArguments) -> dict[str, Any]:
         "curve_steps": curve_steps(args, settings["size"]),
         "calibration": calibration,
         "soft": soft,
+        "judge": {**calibration["quickstart_judge"], **_seed_metrics(out, "curve-soft-judge", args.seeds)},
         "hard": _seed_metrics(out, "curve-hard", args.seeds),
     }
 
@@ -408,8 +412,11 @@ def curve_markdown(results: Mapping[str, Any]) -> str:
     rows = [[f"soft labels (symmetric_kl), judge AUC {v['target_auc']:.2f}", f"{v['auc']:.4f}", *cells(v),
              f"{v['targets']['positive_mass']:.3f}", f"{v['targets']['entropy']:.3f}"]
             for v in results["soft"].values()]  # fmt: skip
-    judge = results["calibration"]["quickstart_judge"]
+    judge, hard = results["judge"], results["hard"]["overall"]
+    rows.append([CURVE_JUDGE, f"{judge['auc']:.4f}", *cells(judge), f"{judge['targets']['positive_mass']:.3f}",
+                 f"{judge['targets']['entropy']:.3f}"])  # fmt: skip
     rows.append([CURVE_HARD, "", *cells(results["hard"]), "1.000", "0.000"])
+    margin = judge["overall"]["mean"] - judge["overall"]["std"] - hard["mean"]
     header = ["labels", "measured AUC", "overall", "IND", "OOD", "mean Q(pos)", "entropy of Q"]
     seeds = ", ".join(map(str, results["seeds"]))
     return (
@@ -417,9 +424,10 @@ def curve_markdown(results: Mapping[str, Any]) -> str:
         f"{results['curve_steps']} steps per run; the judge is mini-MMEB's oracle on the quickstart's mined "
         "candidates corrupted to each AUC; Q = softmax(scores / 0.02) over the positive and 8 negatives\n\n"
         + markdown_grid(header, rows)
-        + f"\n\nThe quickstart's own judge on the same candidates: AUC {judge['auc']:.4f}, mean Q(pos) "
-        f"{judge['targets']['positive_mass']:.3f}, entropy of Q {judge['targets']['entropy']:.3f} "
-        f"(uniform: {judge['targets']['uniform_entropy']:.3f})."
+        + f"\n\nUniME-V2 on the quickstart's own judge's scores, mean minus one std "
+        f"({judge['overall']['mean'] - judge['overall']['std']:.3f}) against the control's mean ({hard['mean']:.3f}): "
+        f"{'above' if margin > 0 else 'not above'} ({margin:+.3f}). The uniform Q's entropy: "
+        f"{judge['targets']['uniform_entropy']:.3f}."
     )
 
 
@@ -438,7 +446,11 @@ def plot_curve(results: Mapping[str, Any], path: Path) -> None:
     ax.axhline(hard["mean"], color="#dd8452", label="hard labels (control), mean ± std")
     ax.errorbar([v["auc"] for v in levels], [v["overall"]["mean"] for v in levels],
                 yerr=[v["overall"]["std"] for v in levels], marker="o", capsize=3, color="#4c72b0",
-                label="soft labels (UniME-V2), mean ± std")  # fmt: skip
+                label="soft labels, oracle corrupted to an AUC, mean ± std")  # fmt: skip
+    judge = results["judge"]
+    ax.errorbar([judge["auc"]], [judge["overall"]["mean"]], yerr=[judge["overall"]["std"]], marker="*",
+                markersize=12, capsize=3, color="#55a868", linestyle="none",
+                label="soft labels, the quickstart's judge (UniME-V2)")  # fmt: skip
     ax.set_xlabel("judge AUC against the oracle (measured on the mined candidates)")
     ax.set_ylabel("held-out precision@1")
     ax.legend(fontsize=8)

@@ -75,13 +75,16 @@ def test_curve_trains_soft_labels_per_level_and_one_hard_control(ablation: Modul
     commands = ablation.curve_commands(args, REPO / "examples")
     assert commands.pop("curve_data") is None  # the corrupted score sets, in-process
     trainings = {name: c for name, c in commands.items() if name.startswith("train-")}
-    assert sorted(trainings) == sorted(f"train-curve-{run}-seed{s}" for run in ("soft-auc0_70", "soft-auc1_00", "hard")
+    assert sorted(trainings) == sorted(f"train-curve-{run}-seed{s}" for run in ("soft-auc0_70", "soft-auc1_00", "soft-judge", "hard")
                                        for s in (0, 1))  # fmt: skip
     soft, hard = trainings["train-curve-soft-auc0_70-seed1"], trainings["train-curve-hard-seed1"]
     assert soft[soft.index("--train_data") + 1] == str(out / "curve_data" / "auc0_70")
     assert soft[soft.index("--loss_type") + 1] == "symmetric_kl"
     assert hard[hard.index("--train_data") + 1] == str(quick / "mine" / "dataset")  # the same candidates
     assert hard[hard.index("--loss_type") + 1] == "hard_labels"
+    judge = trainings["train-curve-soft-judge-seed1"]  # UniME-V2 as the quickstart trains it, on its judge's scores
+    assert judge[judge.index("--train_data") + 1] == str(quick / "mine" / "dataset")
+    assert judge[judge.index("--loss_type") + 1] == "symmetric_kl"
     assert {c[c.index("--max_steps") + 1] for c in trainings.values()} == {"5"}
     assert ablation.curve_steps(ablation.AblationArguments(), "default") == ablation.CURVE_STEPS["default"]
     # the curve's settings fingerprint a curve folder only: a folder of the variants stays resumable
@@ -101,7 +104,8 @@ def test_curve_table_and_plot_read_every_run(ablation: ModuleType, tmp_path: Pat
     (tmp_path / "curve_data").mkdir()
     calibration = {"levels": levels, "quickstart_judge": {"auc": 0.55, "targets": targets}}
     (tmp_path / "curve_data" / "calibration.json").write_text(json.dumps(calibration))
-    for run, value in (("curve-soft-auc0_80", 0.1), ("curve-soft-auc1_00", 0.3), ("curve-hard", 0.2)):
+    runs = (("curve-soft-auc0_80", 0.1), ("curve-soft-auc1_00", 0.3), ("curve-soft-judge", 0.28), ("curve-hard", 0.2))
+    for run, value in runs:
         for seed in (0, 1):
             write_results(tmp_path / f"eval-{run}-seed{seed}", value + seed / 10, value, value)
     results = ablation.collect_curve(tmp_path, args)
@@ -111,6 +115,8 @@ def test_curve_table_and_plot_read_every_run(ablation: ModuleType, tmp_path: Pat
     table = ablation.curve_markdown(results)
     assert "| soft labels (symmetric_kl), judge AUC 0.80 | 0.8010 | 0.150 ± 0.071 |" in table
     assert "hard labels, own 1 + k candidates (control)" in table
+    assert "| soft labels (symmetric_kl), the quickstart's judge (UniME-V2) | 0.5500 | 0.330 ± 0.071 |" in table
+    assert "mean minus one std (0.259) against the control's mean (0.250): above (+0.009)" in table
     ablation.plot_curve(results, tmp_path / "judge_curve.png")
     assert (tmp_path / "judge_curve.png").stat().st_size > 0
 
