@@ -220,14 +220,14 @@ def curve_steps(args: AblationArguments, size_name: str) -> int:
 
 def curve_commands(args: AblationArguments, examples: Path) -> dict[str, list[str] | None]:
     """Stage name -> command of the judge-quality curve: the corrupted score sets (in-process, ``None``), then per
-    (level, seed) a soft-label training on that level's scores and per seed the hard-label control on the
-    quickstart's mined data (the same candidates in the same order; the scores are not read), each evaluated.
+    (level, seed) a soft-label training on that level's scores, and per seed a soft-label training on the
+    quickstart's own judge's scores and the hard-label control on its mined data (the same candidates in the same
+    order; the scores are not read), each evaluated.
 
-    Budget (``CURVE_STEPS["default"]``), measured on this project's 2-core CPU machine with other jobs running: a
-    training of the quickstart's recipe on 300 mined queries took 125.7 s for 300 steps (116.9 s of it training,
-    0.39 s per step; the rest start-up and saving) and 61–65 s for 120 steps under more load (0.44–0.47 s per step),
-    an evaluation of the default held-out rows (5 tasks × 32 rows, 100 candidates) 10–15 s. 21 trainings of 100
-    steps and their evaluations: 21 × (9 + 39…47 + 10…15) s ≈ 20–25 min.
+    Cost (``CURVE_STEPS["default"]``: 600 steps), measured on this project's 2-core CPU machine (RESULTS.md): 24
+    trainings and their evaluations, two side by side, took 4357 s (73 min) with the test suite running beside them
+    for the first half hour; at the end, with nothing else running, a training took 243–280 s in one of two lanes
+    and an evaluation of the default held-out rows (5 tasks × 32 rows, 100 candidates) 14 s.
     """
     quick, out = Path(args.quickstart_dir).resolve(), Path(args.output_dir).resolve()
     settings = json.loads((quick / "summary.json").read_text())["settings"]
