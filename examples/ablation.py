@@ -15,8 +15,9 @@ std over seeds) and ablation.png; resumable like the quickstart.
 quickstart's mined data re-scored by mini-MMEB's oracle, the scores corrupted by seeded noise to a pooled AUC of
 each of ``--curve_aucs`` (``trainers/evaluation/judge_curve.py``: calibrated, measured), UniME-V2 (soft labels,
 ``symmetric_kl``) trained on each level and on the quickstart's own judge's scores (UniME-V2 as the quickstart trains
-it), and the hard-label control (``hard_labels``, the same candidates), for every seed, ``--curve_steps`` steps each. Writes results.json (every figure, the measured AUCs included),
-RESULTS.md and judge_curve.png (precision@1 against judge AUC, the control as a band).
+it), and the hard-label control (``hard_labels``, the same candidates), for every seed, ``--curve_steps`` steps each.
+Writes results.json (every figure, the measured AUCs included), RESULTS.md and judge_curve.png (precision@1 against
+judge AUC, the control as a band).
 
 A folder holding another ablation (other quickstart, seeds, variants or curve) or another kind of artifact is refused
 unless ``--overwrite true`` (docs/training.md, "One run per output folder").
@@ -39,12 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quickstart import (
-    SIZES,
-    TASKS,
-    run_stage,
-    run_stages,
-)  # the sibling script (examples/ is the script's sys.path[0])
+# the sibling script (examples/ is the script's sys.path[0])
+from quickstart import SIZES, TASKS, run_stage, run_stages
 
 from unime_v2.data_builders.formats.training_records import HELDOUT_RESERVE
 from unime_v2.data_builders.tiny_backbones import shipped_tiny_vlm
@@ -320,10 +317,13 @@ def stage_graph(stages: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Stage -> the stages it reads: ``eval-<run>`` its training ``train-<run>``; every training the data stages
     (those neither a training nor an evaluation: the untrained judge's mining, the curve's score sets)."""
     data = tuple(s for s in stages if not s.startswith(("train-", "eval-")))
-    return {
-        s: (f"train-{s.removeprefix('eval-')}",) if s.startswith("eval-") else data if s.startswith("train-") else ()
-        for s in stages
-    }
+
+    def reads(stage: str) -> tuple[str, ...]:
+        if stage.startswith("eval-"):
+            return (f"train-{stage.removeprefix('eval-')}",)
+        return data if stage.startswith("train-") else ()
+
+    return {stage: reads(stage) for stage in stages}
 
 
 def run_all(commands: Mapping[str, list[str] | None], out: Path, lanes: int, work: Any = None) -> None:
@@ -416,7 +416,7 @@ def curve_markdown(results: Mapping[str, Any]) -> str:
     rows.append([CURVE_JUDGE, f"{judge['auc']:.4f}", *cells(judge), f"{judge['targets']['positive_mass']:.3f}",
                  f"{judge['targets']['entropy']:.3f}"])  # fmt: skip
     rows.append([CURVE_HARD, "", *cells(results["hard"]), "1.000", "0.000"])
-    margin = judge["overall"]["mean"] - judge["overall"]["std"] - hard["mean"]
+    floor = judge["overall"]["mean"] - judge["overall"]["std"]
     header = ["labels", "measured AUC", "overall", "IND", "OOD", "mean Q(pos)", "entropy of Q"]
     seeds = ", ".join(map(str, results["seeds"]))
     return (
@@ -425,8 +425,8 @@ def curve_markdown(results: Mapping[str, Any]) -> str:
         "candidates corrupted to each AUC; Q = softmax(scores / 0.02) over the positive and 8 negatives\n\n"
         + markdown_grid(header, rows)
         + f"\n\nUniME-V2 on the quickstart's own judge's scores, mean minus one std "
-        f"({judge['overall']['mean'] - judge['overall']['std']:.3f}) against the control's mean ({hard['mean']:.3f}): "
-        f"{'above' if margin > 0 else 'not above'} ({margin:+.3f}). The uniform Q's entropy: "
+        f"({floor:.3f}) against the control's mean ({hard['mean']:.3f}): "
+        f"{'above' if floor > hard['mean'] else 'not above'} ({floor - hard['mean']:+.3f}). The uniform Q's entropy: "
         f"{judge['targets']['uniform_entropy']:.3f}."
     )
 

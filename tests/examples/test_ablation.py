@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -75,8 +76,8 @@ def test_curve_trains_soft_labels_per_level_and_one_hard_control(ablation: Modul
     commands = ablation.curve_commands(args, REPO / "examples")
     assert commands.pop("curve_data") is None  # the corrupted score sets, in-process
     trainings = {name: c for name, c in commands.items() if name.startswith("train-")}
-    assert sorted(trainings) == sorted(f"train-curve-{run}-seed{s}" for run in ("soft-auc0_70", "soft-auc1_00", "soft-judge", "hard")
-                                       for s in (0, 1))  # fmt: skip
+    runs = ("soft-auc0_70", "soft-auc1_00", "soft-judge", "hard")
+    assert sorted(trainings) == sorted(f"train-curve-{run}-seed{s}" for run in runs for s in (0, 1))
     soft, hard = trainings["train-curve-soft-auc0_70-seed1"], trainings["train-curve-hard-seed1"]
     assert soft[soft.index("--train_data") + 1] == str(out / "curve_data" / "auc0_70")
     assert soft[soft.index("--loss_type") + 1] == "symmetric_kl"
@@ -122,12 +123,10 @@ def test_curve_table_and_plot_read_every_run(ablation: ModuleType, tmp_path: Pat
 
 
 def test_runs_side_by_side_each_after_what_it_reads(ablation: ModuleType, tmp_path: Path) -> None:
-    import sys
-
     def step(reads: str | None, writes: str) -> list[str]:
         check = f"assert (p / {reads!r}).is_file(), {reads!r}; " if reads else ""
-        code = f"import pathlib, time; p = pathlib.Path({str(tmp_path)!r}); {check}time.sleep(0.2); (p / {writes!r}).touch()"
-        return [sys.executable, "-c", code]
+        code = f"import pathlib, time; p = pathlib.Path({str(tmp_path)!r}); {check}time.sleep(0.2); "
+        return [sys.executable, "-c", code + f"(p / {writes!r}).touch()"]
 
     commands = {"curve_data": None}
     for run in ("a", "b", "c"):
